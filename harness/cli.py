@@ -1,0 +1,152 @@
+"""The ``bench`` command line.
+
+Only ``run``, ``summary`` and the report commands import torch, and they do it inside
+the command, so ``bench --help`` and ``bench list`` start in a fraction of a second.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+import click
+
+from . import __version__
+from .errors import BenchError
+from .registry import KINDS, Registry, get_registry
+
+LIST_KINDS = [*KINDS, "plugins"]
+
+
+class BenchGroup(click.Group):
+    """Turns ``BenchError`` (and Ctrl-C) into a one-line message and a non-zero exit."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except BenchError as exc:
+            click.echo(f"error: {exc}", err=True)
+            sys.exit(1)
+        except KeyboardInterrupt:
+            click.echo("interrupted; no record was written for the unfinished run", err=True)
+            sys.exit(130)
+
+
+def registry_from(ctx: click.Context) -> Registry:
+    return get_registry(ctx.obj.get("plugins", ()))
+
+
+@click.group(cls=BenchGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="cnnbench")
+@click.option(
+    "--plugin", "plugins", multiple=True, metavar="MODULE",
+    help="Import MODULE as a plugin (repeatable); BENCH_PLUGINS=mod1,mod2 does the same.",
+)
+@click.pass_context
+def main(ctx: click.Context, plugins: tuple[str, ...]) -> None:
+    """cnnbench: train small CNNs on MNIST and CIFAR-10 and check them against published targets."""
+    ctx.ensure_object(dict)
+    ctx.obj["plugins"] = plugins
+
+
+def _rows_for(registry: Registry, kind: str) -> tuple[list[str], list[list[Any]]]:
+    if kind == "plugins":
+        return ["plugin", "module"], [list(p) for p in registry.plugins()]
+    entries = registry.entries(kind)
+    if kind == "models":
+        return ["model", "dataset", "params", "epochs", "source", "plugin"], [
+            [n, e.record.dataset, f"{e.record.params:,}", e.record.recipe.epochs, e.record.source, e.plugin]
+            for n, e in entries.items()
+        ]
+    if kind == "targets":
+        return ["target", "dataset", "rule", "source", "plugin"], [
+            [n, e.record.dataset, e.record.rule(), e.record.source, e.plugin] for n, e in entries.items()
+        ]
+    if kind == "datasets":
+        return ["dataset", "shape", "classes", "train", "test", "plugin"], [
+            [n, "x".join(map(str, e.record.image_shape)), e.record.num_classes, e.record.train_size,
+             e.record.test_size, e.plugin]
+            for n, e in entries.items()
+        ]
+    if kind == "augmentations":
+        return ["augmentation", "kind", "description", "plugin"], [
+            [n, e.record.kind, e.record.description, e.plugin] for n, e in entries.items()
+        ]
+    return [kind[:-1], "description", "plugin"], [[n, e.record.description, e.plugin] for n, e in entries.items()]
+
+
+@main.command("list")
+@click.argument("kind", required=False, type=click.Choice(LIST_KINDS))
+@click.option("--pattern", default="*", help="Shell pattern on model names, e.g. 'mnist*'.")
+@click.pass_context
+def list_cmd(ctx: click.Context, kind: str | None, pattern: str) -> None:
+    """List what the plugins registered (everything, or one KIND)."""
+    from tabulate import tabulate
+
+    registry = registry_from(ctx)
+    for k in [kind] if kind else LIST_KINDS:
+        headers, rows = _rows_for(registry, k)
+        if k == "models" and pattern != "*":
+            keep = set(registry.list_models(pattern))
+            rows = [r for r in rows if r[0] in keep]
+        if not kind:
+            click.echo(f"\n{k}:")
+        click.echo(tabulate(rows, headers=headers))
+
+
+@main.command()
+@click.option("--model", required=True, help="Model name (see `bench list models`).")
+@click.option("--epochs", type=click.IntRange(min=1), help="Override the recipe's epochs.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Random seed (CPU runs repeat exactly).")
+@click.option("--seeds", help="Run several seeds: a count N (0..N-1) or a list like 1,2,3.")
+@click.option("--data-dir", type=click.Path(file_okay=False), help="Folder holding MNIST/raw etc. [$BENCH_DATA_DIR or ./data]")
+@click.option("--batch-size", type=click.IntRange(min=1), help="Override the recipe's batch size.")
+@click.option("--lr", type=click.FloatRange(min=0, min_open=True), help="Override the recipe's learning rate.")
+@click.option("--optimizer", type=click.Choice(["sgd", "adam"]), help="Override the recipe's optimizer.")
+@click.option("--scheduler", type=click.Choice(["none", "step", "onecycle"]), help="Override the recipe's schedule.")
+@click.option("--dropout", type=click.FloatRange(0, 1, max_open=True), help="Override the model's dropout.")
+@click.option("--normalizer", help="Normalization layers (see `bench list normalizers`).")
+@click.option("--augment", help="Augmentation (see `bench list augmentations`).")
+@click.option("--loader", default="memory", show_default=True, help="Data loader (see `bench list loaders`).")
+@click.option("--workers", type=click.IntRange(min=0), default=0, show_default=True, help="DataLoader workers (torchvision loader).")
+@click.option("--device", default="auto", show_default=True, help="cpu, cuda, cuda:1 … or auto.")
+@click.option("--precision", type=click.Choice(["fp32", "bf16"]), default="fp32", show_default=True, help="bf16 autocast.")
+@click.option("--threads", type=click.IntRange(min=1), help="torch CPU threads [all cores].")
+@click.option("--results-dir", type=click.Path(file_okay=False), default="results", show_default=True)
+@click.option("--limit-train", type=click.IntRange(min=1), hidden=True)
+@click.option("--limit-test", type=click.IntRange(min=1), hidden=True)
+@click.option("--no-progress", is_flag=True, help="No progress bars or per-epoch lines.")
+@click.pass_context
+def run(ctx: click.Context, model: str, seeds: str | None, **opts: Any) -> None:
+    """Train MODEL with its recipe (overridable) and write a run record."""
+    from .runner import parse_seeds, run_many
+
+    registry = registry_from(ctx)
+    seed_list = parse_seeds(seeds) if seeds else [opts.pop("seed")]
+    opts.pop("seed", None)
+    run_many(registry, model, seed_list, opts)
+
+
+@main.command()
+@click.option("--model", required=True, help="Model name (see `bench list models`).")
+@click.option("--normalizer", help="Normalization layers to build the model with.")
+@click.pass_context
+def summary(ctx: click.Context, model: str, normalizer: str | None) -> None:
+    """Layer table of MODEL: output shapes, parameters and receptive field."""
+    from .summary import render_summary
+
+    click.echo(render_summary(registry_from(ctx), model, normalizer))
+
+
+@main.command()
+@click.option("--results-dir", type=click.Path(file_okay=False), default="results", show_default=True)
+@click.pass_context
+def leaderboard(ctx: click.Context, results_dir: str) -> None:
+    """Table of the runs in RESULTS_DIR and the targets each meets."""
+    from .leaderboard import render_plain
+
+    click.echo(render_plain(registry_from(ctx), results_dir))
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

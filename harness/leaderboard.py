@@ -1,0 +1,1 @@
+"""Leaderboard (placeholder replaced by the full version)."""

@@ -1,0 +1,159 @@
+"""Small typed records that plugins return from the registration hooks.
+
+Every record is a frozen dataclass. Anything heavy (a torch model, a data file) is
+reached through a *factory*: either a callable or a ``"module:attribute"`` string
+that is imported only when the thing is actually built. That keeps ``bench list``
+free of torch.
+"""
+
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass, field, fields, replace
+from typing import Any, Callable
+
+Factory = Callable[..., Any] | str
+
+
+def resolve(factory: Factory) -> Callable[..., Any]:
+    """Turn a ``"pkg.module:attr"`` string into the object it names (callables pass through)."""
+    if callable(factory):
+        return factory
+    module_name, _, attr = factory.partition(":")
+    obj: Any = importlib.import_module(module_name)
+    for part in attr.split(".") if attr else []:
+        obj = getattr(obj, part)
+    return obj
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """How a model is trained by default; every field can be overridden on the command line."""
+
+    epochs: int
+    batch_size: int = 128
+    optimizer: str = "sgd"  # sgd | adam
+    lr: float = 0.01
+    momentum: float = 0.9
+    weight_decay: float = 0.0
+    scheduler: str = "none"  # none | step | onecycle
+    step_size: int = 1  # StepLR
+    gamma: float = 0.1  # StepLR
+    augmentation: str = "none"
+    dropout: float | None = None  # passed to the model factory when not None
+
+    def updated(self, **overrides: Any) -> Recipe:
+        """A copy with the non-None overrides applied."""
+        known = {f.name for f in fields(self)}
+        return replace(self, **{k: v for k, v in overrides.items() if v is not None and k in known})
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """A network: ``factory(norm=..., dropout=...)`` returns an ``nn.Module``.
+
+    ``params`` is the parameter count the source document states (with batch norm);
+    a unit test builds every model and checks it.
+    """
+
+    name: str
+    dataset: str
+    factory: Factory
+    description: str
+    source: str  # which seed document, e.g. "seed 004, step 4"
+    params: int
+    recipe: Recipe
+    normalizer: str = "batch"  # the normalizer the document used
+
+
+@dataclass(frozen=True)
+class DatasetSpec:
+    """A labelled image dataset held in memory as uint8 tensors.
+
+    ``load(data_dir, split)`` returns ``(images, labels)``: uint8 ``N x C x H x W`` and
+    int64 ``N``. ``split`` is ``"train"`` or ``"test"``.
+    """
+
+    name: str
+    load: Factory
+    description: str
+    image_shape: tuple[int, int, int]  # C, H, W
+    num_classes: int
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    class_names: tuple[str, ...] = ()
+    train_size: int = 0
+    test_size: int = 0
+
+
+@dataclass(frozen=True)
+class AugmentationSpec:
+    """Training-time augmentation.
+
+    ``kind == "batch"``: ``factory(dataset_spec)`` returns ``fn(x, generator) -> x`` working on a
+    float batch in [0, 1] (``N x C x H x W``) on the run's device, before normalization.
+    ``kind == "sample"``: ``factory(dataset_spec)`` returns ``fn(image) -> image`` on one
+    ``H x W x C`` uint8 numpy array, as per-sample pipelines do.
+    """
+
+    name: str
+    factory: Factory
+    description: str
+    kind: str  # "batch" | "sample"
+    datasets: tuple[str, ...] = ()  # empty: any dataset
+
+
+@dataclass(frozen=True)
+class NormalizerSpec:
+    """``factory(channels)`` returns the normalization layer a model puts after a conv."""
+
+    name: str
+    factory: Factory
+    description: str
+
+
+@dataclass(frozen=True)
+class LoaderSpec:
+    """``factory(request: LoaderRequest)`` returns an iterable of ``(x, y)`` batches with ``len``."""
+
+    name: str
+    factory: Factory
+    description: str
+    requires: tuple[str, ...] = ()  # importable modules it needs, checked before use
+    install_hint: str = ""
+
+
+@dataclass(frozen=True)
+class Target:
+    """A published goal: accuracy at or above ``min_test_acc`` with fewer than
+    ``params_below`` parameters in at most ``max_epochs`` epochs (None: any)."""
+
+    id: str
+    dataset: str
+    min_test_acc: float  # fraction in [0, 1]
+    params_below: int
+    max_epochs: int | None
+    source: str
+    description: str = ""
+
+    def rule(self) -> str:
+        epochs = f", <= {self.max_epochs} epochs" if self.max_epochs is not None else ""
+        return f">= {self.min_test_acc:.2%} test acc, < {self.params_below:,} params{epochs}"
+
+
+@dataclass
+class LoaderRequest:
+    """What a loader plugin is asked to serve: one split of one dataset."""
+
+    dataset: DatasetSpec
+    split: str
+    images: Any  # uint8 tensor N x C x H x W (CPU)
+    labels: Any  # int64 tensor N (CPU)
+    batch_size: int
+    shuffle: bool
+    seed: int
+    device: Any  # torch.device
+    augmentation: AugmentationSpec | None = None
+    drop_last: bool = False
+    data_dir: str = ""
+    options: dict[str, Any] = field(default_factory=dict)

@@ -1,0 +1,159 @@
+"""Loaders: cnnbench's in-memory batch loader and the seeds' per-sample DataLoader.
+
+``memory`` keeps the whole split on the run's device as uint8 and builds each batch
+with one index, one conversion and (for batch augmentations) one augmentation call.
+``torchvision`` is the seeds' pipeline: a Dataset that converts and augments one
+sample at a time, batched by ``torch.utils.data.DataLoader``. It exists to measure
+what the in-memory path buys, and to run per-sample augmentations (albumentations).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Iterator
+
+from harness import hookimpl
+from harness.records import LoaderRequest, LoaderSpec, resolve
+
+
+def build_augmentation(request: LoaderRequest) -> tuple[str, Any]:
+    """``(kind, fn)`` of the request's augmentation, or ``("batch", None)`` for none."""
+    aug = request.augmentation
+    if aug is None:
+        return "batch", None
+    return aug.kind, resolve(aug.factory)(request.dataset)
+
+
+def make_generator(seed: int, device: Any) -> Any:
+    import torch
+
+    generator = torch.Generator(device=device)
+    generator.manual_seed(seed)
+    return generator
+
+
+class BatchFinisher:
+    """uint8 batch -> float in [0, 1] -> batch augmentation -> normalized, on the device."""
+
+    def __init__(self, request: LoaderRequest, batch_aug: Any) -> None:
+        import torch
+
+        device = request.device
+        channels = request.dataset.image_shape[0]
+        self.mean = torch.tensor(request.dataset.mean, device=device).view(1, channels, 1, 1)
+        self.std = torch.tensor(request.dataset.std, device=device).view(1, channels, 1, 1)
+        self.batch_aug = batch_aug
+        self.generator = make_generator(request.seed + 1, device) if batch_aug else None
+
+    def __call__(self, x_uint8: Any) -> Any:
+        x = x_uint8.float().div_(255)
+        if self.batch_aug is not None:
+            x = self.batch_aug(x, self.generator)
+        return x.sub_(self.mean).div_(self.std)
+
+
+def apply_per_sample(images: Any, fn: Any) -> Any:
+    """Run a per-sample (numpy HWC uint8) augmentation over a uint8 NCHW CPU batch."""
+    import numpy as np
+    import torch
+
+    hwc = images.permute(0, 2, 3, 1).numpy()
+    out = np.stack([fn(image) for image in hwc])
+    return torch.from_numpy(out).permute(0, 3, 1, 2).contiguous()
+
+
+class MemoryLoader:
+    def __init__(self, request: LoaderRequest) -> None:
+        self.request = request
+        kind, fn = build_augmentation(request)
+        self.sample_aug = fn if kind == "sample" else None
+        # per-sample augmentations run on CPU numpy arrays, so keep the data there for them
+        data_device = "cpu" if self.sample_aug else request.device
+        self.images = request.images.to(data_device)
+        self.labels = request.labels.to(data_device)
+        self.finish = BatchFinisher(request, fn if kind == "batch" else None)
+        self.order_generator = make_generator(request.seed, "cpu")
+
+    def __len__(self) -> int:
+        n, bs = len(self.labels), self.request.batch_size
+        return n // bs if self.request.drop_last else -(-n // bs)
+
+    def __iter__(self) -> Iterator[tuple[Any, Any]]:
+        import torch
+
+        n, bs, device = len(self.labels), self.request.batch_size, self.request.device
+        order = torch.randperm(n, generator=self.order_generator) if self.request.shuffle else torch.arange(n)
+        order = order.to(self.images.device)
+        for i in range(len(self)):
+            idx = order[i * bs : (i + 1) * bs]
+            x, y = self.images[idx], self.labels[idx]
+            if self.sample_aug is not None:
+                x = apply_per_sample(x, self.sample_aug)
+            yield self.finish(x.to(device, non_blocking=True)), y.to(device, non_blocking=True)
+
+
+class SampleDataset:
+    """One sample at a time: uint8 HWC -> augmentation -> float CHW normalized (as ToTensor + Normalize)."""
+
+    def __init__(self, request: LoaderRequest, sample_aug: Any) -> None:
+        import torch
+
+        self.images = request.images.permute(0, 2, 3, 1).numpy()  # N x H x W x C
+        self.labels = request.labels.numpy()
+        self.sample_aug = sample_aug
+        c = request.dataset.image_shape[0]
+        self.mean = torch.tensor(request.dataset.mean).view(c, 1, 1)
+        self.std = torch.tensor(request.dataset.std).view(c, 1, 1)
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitem__(self, i: int) -> tuple[Any, int]:
+        import torch
+
+        image = self.images[i]
+        if self.sample_aug is not None:
+            image = self.sample_aug(image)
+        x = torch.from_numpy(image.copy()).permute(2, 0, 1).float().div_(255)
+        return (x - self.mean) / self.std, int(self.labels[i])
+
+
+class TorchvisionLoader:
+    def __init__(self, request: LoaderRequest) -> None:
+        import torch
+        from torch.utils.data import DataLoader
+
+        self.request = request
+        kind, fn = build_augmentation(request)
+        self.batch_aug = fn if kind == "batch" else None
+        self.generator = make_generator(request.seed + 1, request.device) if self.batch_aug else None
+        workers = int(request.options.get("workers", 0))
+        self.loader = DataLoader(
+            SampleDataset(request, fn if kind == "sample" else None),
+            batch_size=request.batch_size,
+            shuffle=request.shuffle,
+            drop_last=request.drop_last,
+            num_workers=workers,
+            generator=make_generator(request.seed, "cpu"),
+            pin_memory=torch.device(request.device).type == "cuda",
+        )
+
+    def __len__(self) -> int:
+        return len(self.loader)
+
+    def __iter__(self) -> Iterator[tuple[Any, Any]]:
+        device = self.request.device
+        for x, y in self.loader:
+            x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+            if self.batch_aug is not None:
+                # batch augmentations expect [0, 1] pixels: undo, augment, redo the normalization
+                mean, std = (t.to(device) for t in (self.loader.dataset.mean, self.loader.dataset.std))
+                x = (self.batch_aug(x * std + mean, self.generator) - mean) / std
+            yield x, y
+
+
+@hookimpl
+def cnnbench_loaders() -> list[LoaderSpec]:
+    return [
+        LoaderSpec("memory", MemoryLoader, "whole split on the device as uint8; batched convert + augment"),
+        LoaderSpec("torchvision", TorchvisionLoader, "per-sample Dataset + torch DataLoader (the seeds' pipeline)"),
+    ]

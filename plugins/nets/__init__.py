@@ -1,0 +1,1 @@
+"""The networks of the seed documents (these modules import torch)."""
