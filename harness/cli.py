@@ -115,7 +115,7 @@ def list_cmd(ctx: click.Context, kind: str | None, pattern: str) -> None:
 @click.option("--results-dir", type=click.Path(file_okay=False), default="results", show_default=True)
 @click.option("--limit-train", type=click.IntRange(min=1), hidden=True)
 @click.option("--limit-test", type=click.IntRange(min=1), hidden=True)
-@click.option("--no-progress", is_flag=True, help="No progress bars or per-epoch lines.")
+@click.option("--no-progress", is_flag=True, help="No progress bars (per-epoch lines are still printed).")
 @click.pass_context
 def run(ctx: click.Context, model: str, seeds: str | None, **opts: Any) -> None:
     """Train MODEL with its recipe (overridable) and write a run record."""

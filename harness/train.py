@@ -187,11 +187,10 @@ def train(config: RunConfig, registry: Registry, hook_caller: Any | None = None)
             "seconds": round(time.perf_counter() - t0, 3), "images_per_s": round(seen / train_seconds, 1),
         }
         epochs.append(stats)
-        if config.progress:
-            tqdm.write(
+        tqdm.write(
                 f"epoch {epoch:>3}  loss {stats['train_loss']:.4f}  train {stats['train_acc']:.2%}  "
                 f"test {test_acc:.2%}  lr {lr:.4g}  {stats['seconds']:.1f}s  {stats['images_per_s']:,.0f} img/s"
-            )
+        )
         if any(hooks.cnnbench_epoch_end(run=run, epoch=stats)):
             stopped_by = f"a cnnbench_epoch_end hook after epoch {epoch}"
             break
