@@ -138,14 +138,15 @@ def summary(ctx: click.Context, model: str, normalizer: str | None) -> None:
     click.echo(render_summary(registry_from(ctx), model, normalizer))
 
 
-@main.command()
-@click.option("--results-dir", type=click.Path(file_okay=False), default="results", show_default=True)
-@click.pass_context
-def leaderboard(ctx: click.Context, results_dir: str) -> None:
-    """Table of the runs in RESULTS_DIR and the targets each meets."""
-    from .leaderboard import render_plain
+def _add_commands() -> None:
+    """Commands that live in their own modules (reports, data conversion)."""
+    from . import cli_data, cli_reports
 
-    click.echo(render_plain(registry_from(ctx), results_dir))
+    for command in [*cli_reports.COMMANDS, *cli_data.COMMANDS]:
+        main.add_command(command)
+
+
+_add_commands()
 
 
 if __name__ == "__main__":  # pragma: no cover

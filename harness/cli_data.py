@@ -1,0 +1,5 @@
+"""Data commands: convert (work in progress)."""
+
+from __future__ import annotations
+
+COMMANDS: list = []

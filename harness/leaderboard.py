@@ -1,1 +1,0 @@
-"""Leaderboard (placeholder replaced by the full version)."""

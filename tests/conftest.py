@@ -1,0 +1,32 @@
+"""Shared fixtures. Real-data tests read ``../shared/datasets`` (or ``$BENCH_DATA_DIR``)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED_DATA = Path(os.environ.get("BENCH_DATA_DIR") or ROOT.parent / "shared" / "datasets")
+
+
+@pytest.fixture(scope="session")
+def data_dir() -> Path:
+    """The real MNIST / CIFAR-10 files; missing data is a failure, not a skip."""
+    if not (SHARED_DATA / "MNIST" / "raw").is_dir():
+        pytest.fail(f"real datasets not found at {SHARED_DATA}; set BENCH_DATA_DIR")
+    return SHARED_DATA
+
+
+@pytest.fixture(scope="session")
+def registry():
+    from harness.registry import get_registry
+
+    return get_registry()
+
+
+@pytest.fixture(autouse=True)
+def _clean_plugin_env(monkeypatch):
+    monkeypatch.delenv("BENCH_PLUGINS", raising=False)
+    monkeypatch.delenv("BENCH_DISABLE_PLUGIN_AUTOLOAD", raising=False)
