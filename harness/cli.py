@@ -19,7 +19,20 @@ LIST_KINDS = [*KINDS, "plugins"]
 
 
 class BenchGroup(click.Group):
-    """Turns ``BenchError`` (and Ctrl-C) into a one-line message and a non-zero exit."""
+    """Turns ``BenchError``, click's usage errors and Ctrl-C into one line and a non-zero exit."""
+
+    def main(self, args: Any = None, prog_name: str | None = None, **extra: Any) -> Any:
+        extra.pop("standalone_mode", None)
+        try:
+            result = super().main(args, prog_name, standalone_mode=False, **extra)
+        except click.ClickException as exc:
+            command = f"{exc.ctx.command_path} --help" if getattr(exc, "ctx", None) else "bench --help"
+            click.echo(f"error: {exc.format_message()} (see '{command}')", err=True)
+            sys.exit(exc.exit_code)
+        except click.Abort:
+            click.echo("aborted", err=True)
+            sys.exit(1)
+        sys.exit(result if isinstance(result, int) else 0)
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
@@ -39,7 +52,10 @@ def registry_from(ctx: click.Context) -> Registry:
 @click.group(cls=BenchGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="cnnbench")
 @click.option(
-    "--plugin", "plugins", multiple=True, metavar="MODULE",
+    "--plugin",
+    "plugins",
+    multiple=True,
+    metavar="MODULE",
     help="Import MODULE as a plugin (repeatable); BENCH_PLUGINS=mod1,mod2 does the same.",
 )
 @click.pass_context
@@ -64,8 +80,14 @@ def _rows_for(registry: Registry, kind: str) -> tuple[list[str], list[list[Any]]
         ]
     if kind == "datasets":
         return ["dataset", "shape", "classes", "train", "test", "plugin"], [
-            [n, "x".join(map(str, e.record.image_shape)), e.record.num_classes, e.record.train_size,
-             e.record.test_size, e.plugin]
+            [
+                n,
+                "x".join(map(str, e.record.image_shape)),
+                e.record.num_classes,
+                e.record.train_size,
+                e.record.test_size,
+                e.plugin,
+            ]
             for n, e in entries.items()
         ]
     if kind == "augmentations":
@@ -99,7 +121,9 @@ def list_cmd(ctx: click.Context, kind: str | None, pattern: str) -> None:
 @click.option("--epochs", type=click.IntRange(min=1), help="Override the recipe's epochs.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Random seed (CPU runs repeat exactly).")
 @click.option("--seeds", help="Run several seeds: a count N (0..N-1) or a list like 1,2,3.")
-@click.option("--data-dir", type=click.Path(file_okay=False), help="Folder holding MNIST/raw etc. [$BENCH_DATA_DIR or ./data]")
+@click.option(
+    "--data-dir", type=click.Path(file_okay=False), help="Folder holding MNIST/raw etc. [$BENCH_DATA_DIR or ./data]"
+)
 @click.option("--batch-size", type=click.IntRange(min=1), help="Override the recipe's batch size.")
 @click.option("--lr", type=click.FloatRange(min=0, min_open=True), help="Override the recipe's learning rate.")
 @click.option("--optimizer", type=click.Choice(["sgd", "adam"]), help="Override the recipe's optimizer.")
@@ -108,9 +132,17 @@ def list_cmd(ctx: click.Context, kind: str | None, pattern: str) -> None:
 @click.option("--normalizer", help="Normalization layers (see `bench list normalizers`).")
 @click.option("--augment", help="Augmentation (see `bench list augmentations`).")
 @click.option("--loader", default="memory", show_default=True, help="Data loader (see `bench list loaders`).")
-@click.option("--workers", type=click.IntRange(min=0), default=0, show_default=True, help="DataLoader workers (torchvision loader).")
+@click.option(
+    "--workers",
+    type=click.IntRange(min=0),
+    default=0,
+    show_default=True,
+    help="DataLoader workers (torchvision loader).",
+)
 @click.option("--device", default="auto", show_default=True, help="cpu, cuda, cuda:1 … or auto.")
-@click.option("--precision", type=click.Choice(["fp32", "bf16"]), default="fp32", show_default=True, help="bf16 autocast.")
+@click.option(
+    "--precision", type=click.Choice(["fp32", "bf16"]), default="fp32", show_default=True, help="bf16 autocast."
+)
 @click.option("--threads", type=click.IntRange(min=1), help="torch CPU threads [all cores].")
 @click.option("--results-dir", type=click.Path(file_okay=False), default="results", show_default=True)
 @click.option("--limit-train", type=click.IntRange(min=1), hidden=True)

@@ -9,8 +9,9 @@ free of torch.
 from __future__ import annotations
 
 import importlib
+from collections.abc import Callable
 from dataclasses import dataclass, field, fields, replace
-from typing import Any, Callable
+from typing import Any
 
 Factory = Callable[..., Any] | str
 

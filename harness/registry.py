@@ -12,9 +12,10 @@ from __future__ import annotations
 import fnmatch
 import importlib
 import os
+from collections.abc import Iterable
 from dataclasses import dataclass
 from importlib import metadata
-from typing import Any, Iterable
+from typing import Any
 
 import pluggy
 

@@ -11,10 +11,11 @@ import os
 import secrets
 import tempfile
 import warnings
+from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 SCHEMA_VERSION = 1
 REQUIRED = ("run_id", "model", "dataset", "params", "epochs", "final_test_acc", "best_test_acc")
@@ -25,7 +26,7 @@ class RecordWarning(UserWarning):
 
 
 def new_run_id(model: str, seed: int, now: datetime | None = None) -> str:
-    stamp = (now or datetime.now(timezone.utc)).strftime("%Y%m%dT%H%M%SZ")
+    stamp = (now or datetime.now(UTC)).strftime("%Y%m%dT%H%M%SZ")
     return f"{stamp}-{model}-s{seed}-{secrets.token_hex(2)}"
 
 

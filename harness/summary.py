@@ -34,14 +34,16 @@ def layer_table(model: nn.Module, input_shape: tuple[int, int, int]) -> list[dic
         elif isinstance(module, nn.AdaptiveAvgPool2d | nn.AdaptiveMaxPool2d):
             rf = max(rf, state["size"])
         state.update(rf=rf, jump=jump)
-        rows.append({
-            "layer": f"{type(module).__name__}-{len(rows) + 1}",
-            "name": names[module],
-            "output": list(output.shape[1:]),
-            "params": sum(p.numel() for p in module.parameters(recurse=False)),
-            "rf": rf,
-            "jump": jump,
-        })
+        rows.append(
+            {
+                "layer": f"{type(module).__name__}-{len(rows) + 1}",
+                "name": names[module],
+                "output": list(output.shape[1:]),
+                "params": sum(p.numel() for p in module.parameters(recurse=False)),
+                "rf": rf,
+                "jump": jump,
+            }
+        )
 
     names = {m: n for n, m in model.named_modules()}
     handles = [m.register_forward_hook(hook) for m in model.modules() if not list(m.children())]

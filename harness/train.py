@@ -11,9 +11,10 @@ import dataclasses
 import os
 import random
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import torch
@@ -67,7 +68,9 @@ def seed_everything(seed: int) -> None:
 
 def make_optimizer(model: torch.nn.Module, recipe: Recipe, steps_per_epoch: int) -> tuple[Any, Any]:
     if recipe.optimizer == "sgd":
-        opt = torch.optim.SGD(model.parameters(), lr=recipe.lr, momentum=recipe.momentum, weight_decay=recipe.weight_decay)
+        opt = torch.optim.SGD(
+            model.parameters(), lr=recipe.lr, momentum=recipe.momentum, weight_decay=recipe.weight_decay
+        )
     elif recipe.optimizer == "adam":
         opt = torch.optim.Adam(model.parameters(), lr=recipe.lr, weight_decay=recipe.weight_decay)
     else:
@@ -93,7 +96,9 @@ def autocast(device: torch.device, precision: str) -> Any:
     raise BenchError(f"unknown precision {precision!r}; valid precisions: bf16, fp32")
 
 
-def evaluate(model: torch.nn.Module, batches: Any, num_classes: int, amp: Callable[[], Any]) -> tuple[float, float, Any]:
+def evaluate(
+    model: torch.nn.Module, batches: Any, num_classes: int, amp: Callable[[], Any]
+) -> tuple[float, float, Any]:
     """Mean loss, accuracy and the confusion matrix (rows: true class) over ``batches``."""
     model.eval()
     loss_sum, confusion = 0.0, torch.zeros(num_classes, num_classes, dtype=torch.int64)
@@ -116,7 +121,9 @@ def train(config: RunConfig, registry: Registry, hook_caller: Any | None = None)
     recipe = config.recipe
     augmentation = registry.augmentation(recipe.augmentation)
     if augmentation.datasets and dataset.name not in augmentation.datasets:
-        raise BenchError(f"augmentation {augmentation.name!r} is for {', '.join(augmentation.datasets)}, not {dataset.name}")
+        raise BenchError(
+            f"augmentation {augmentation.name!r} is for {', '.join(augmentation.datasets)}, not {dataset.name}"
+        )
     loader_spec = registry.loader(config.loader)
     device = pick_device(config.device)
     if config.threads:
@@ -134,10 +141,17 @@ def train(config: RunConfig, registry: Registry, hook_caller: Any | None = None)
     def make_loader(split: str, train_mode: bool) -> Any:
         images, labels = splits[split]
         request = LoaderRequest(
-            dataset=dataset, split=split, images=images, labels=labels, batch_size=recipe.batch_size,
-            shuffle=train_mode, seed=config.seed, device=device,
+            dataset=dataset,
+            split=split,
+            images=images,
+            labels=labels,
+            batch_size=recipe.batch_size,
+            shuffle=train_mode,
+            seed=config.seed,
+            device=device,
             augmentation=augmentation if train_mode and augmentation.name != "none" else None,
-            data_dir=str(config.data_dir or ""), options=dict(config.loader_options),
+            data_dir=str(config.data_dir or ""),
+            options=dict(config.loader_options),
         )
         return resolve(loader_spec.factory)(request)
 
@@ -150,9 +164,16 @@ def train(config: RunConfig, registry: Registry, hook_caller: Any | None = None)
 
     run_id = new_run_id(spec.name, config.seed)
     run = {
-        "run_id": run_id, "model": spec.name, "dataset": dataset.name, "normalizer": normalizer,
-        "augmentation": augmentation.name, "loader": loader_spec.name, "params": params,
-        "recipe": dataclasses.asdict(recipe), "seed": config.seed, "device": str(device),
+        "run_id": run_id,
+        "model": spec.name,
+        "dataset": dataset.name,
+        "normalizer": normalizer,
+        "augmentation": augmentation.name,
+        "loader": loader_spec.name,
+        "params": params,
+        "recipe": dataclasses.asdict(recipe),
+        "seed": config.seed,
+        "device": str(device),
         "precision": config.precision,
     }
     hooks.cnnbench_run_start(run=run)
@@ -162,7 +183,9 @@ def train(config: RunConfig, registry: Registry, hook_caller: Any | None = None)
         model.train()
         lr = optimizer.param_groups[0]["lr"]
         seen, correct, loss_sum, t0 = 0, 0, 0.0, time.perf_counter()
-        bar = tqdm(train_batches, desc=f"epoch {epoch}/{recipe.epochs}", leave=False, disable=None if config.progress else True)
+        bar = tqdm(
+            train_batches, desc=f"epoch {epoch}/{recipe.epochs}", leave=False, disable=None if config.progress else True
+        )
         for x, y in bar:
             with amp():
                 out = model(x)
@@ -182,14 +205,19 @@ def train(config: RunConfig, registry: Registry, hook_caller: Any | None = None)
             scheduler.step()
         test_loss, test_acc, confusion = evaluate(model, test_batches, dataset.num_classes, amp)
         stats = {
-            "epoch": epoch, "train_loss": loss_sum / seen, "train_acc": correct / seen,
-            "test_loss": test_loss, "test_acc": test_acc, "lr": lr,
-            "seconds": round(time.perf_counter() - t0, 3), "images_per_s": round(seen / train_seconds, 1),
+            "epoch": epoch,
+            "train_loss": loss_sum / seen,
+            "train_acc": correct / seen,
+            "test_loss": test_loss,
+            "test_acc": test_acc,
+            "lr": lr,
+            "seconds": round(time.perf_counter() - t0, 3),
+            "images_per_s": round(seen / train_seconds, 1),
         }
         epochs.append(stats)
         tqdm.write(
-                f"epoch {epoch:>3}  loss {stats['train_loss']:.4f}  train {stats['train_acc']:.2%}  "
-                f"test {test_acc:.2%}  lr {lr:.4g}  {stats['seconds']:.1f}s  {stats['images_per_s']:,.0f} img/s"
+            f"epoch {epoch:>3}  loss {stats['train_loss']:.4f}  train {stats['train_acc']:.2%}  "
+            f"test {test_acc:.2%}  lr {lr:.4g}  {stats['seconds']:.1f}s  {stats['images_per_s']:,.0f} img/s"
         )
         if any(hooks.cnnbench_epoch_end(run=run, epoch=stats)):
             stopped_by = f"a cnnbench_epoch_end hook after epoch {epoch}"
@@ -209,7 +237,7 @@ def train(config: RunConfig, registry: Registry, hook_caller: Any | None = None)
         "final_test_acc": epochs[-1]["test_acc"],
         "best_test_acc": best["test_acc"],
         "best_epoch": best["epoch"],
-        "per_class_acc": dict(zip(names, per_class)),
+        "per_class_acc": dict(zip(names, per_class, strict=False)),
         "confusion": confusion.tolist(),
         "train_images": len(splits["train"][1]),
         "test_images": len(splits["test"][1]),

@@ -4,7 +4,8 @@ per-sample torchvision ``RandomRotation`` for comparison."""
 from __future__ import annotations
 
 import math
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from harness import hookimpl
 from harness.records import AugmentationSpec, DatasetSpec

@@ -9,7 +9,8 @@ what the in-memory path buys, and to run per-sample augmentations (albumentation
 
 from __future__ import annotations
 
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 from harness import hookimpl
 from harness.records import LoaderRequest, LoaderSpec, resolve

@@ -70,8 +70,15 @@ def cnnbench_pipeline(data_dir: str, batch_size: int):
     dataset = registry.dataset("mnist")
     images, labels = resolve(dataset.load)(data_dir, "train")
     request = LoaderRequest(
-        dataset=dataset, split="train", images=images, labels=labels, batch_size=batch_size,
-        shuffle=True, seed=0, device=torch.device("cpu"), augmentation=registry.augmentation("rotate10"),
+        dataset=dataset,
+        split="train",
+        images=images,
+        labels=labels,
+        batch_size=batch_size,
+        shuffle=True,
+        seed=0,
+        device=torch.device("cpu"),
+        augmentation=registry.augmentation("rotate10"),
     )
     return resolve(registry.loader("memory").factory)(request)
 
@@ -88,8 +95,10 @@ def main() -> None:
     from harness.registry import create_model
 
     results = {}
-    pipelines = [(f"seeds (torchvision, {w} workers)", lambda w=w: seeds_pipeline(args.data_dir, args.batch_size, w))
-                 for w in args.workers]
+    pipelines = [
+        (f"seeds (torchvision, {w} workers)", lambda w=w: seeds_pipeline(args.data_dir, args.batch_size, w))
+        for w in args.workers
+    ]
     pipelines.append(("cnnbench memory + batched rotate10", lambda: cnnbench_pipeline(args.data_dir, args.batch_size)))
     for name, make in pipelines:
         torch.manual_seed(0)
@@ -105,11 +114,21 @@ def main() -> None:
         from harness import provenance
 
         args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(json.dumps({
-            "benchmark": "mnist_gap training throughput, seeds' pipeline vs cnnbench memory loader",
-            "results": results, "ratio": round(ours / fastest_seed, 2), "threads": torch.get_num_threads(),
-            "machine": provenance.machine(), "versions": provenance.library_versions(), "git": provenance.git_commit(),
-        }, indent=1) + "\n")
+        args.out.write_text(
+            json.dumps(
+                {
+                    "benchmark": "mnist_gap training throughput, seeds' pipeline vs cnnbench memory loader",
+                    "results": results,
+                    "ratio": round(ours / fastest_seed, 2),
+                    "threads": torch.get_num_threads(),
+                    "machine": provenance.machine(),
+                    "versions": provenance.library_versions(),
+                    "git": provenance.git_commit(),
+                },
+                indent=1,
+            )
+            + "\n"
+        )
 
 
 if __name__ == "__main__":

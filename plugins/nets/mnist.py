@@ -23,9 +23,13 @@ class Seed004Step1(nn.Module):
         super().__init__()
         u = lambda cin, cout, k: conv_unit(cin, cout, k, norm, order="cbr")  # noqa: E731
         self.features = nn.Sequential(
-            u(1, 10, 3), u(10, 10, 3), u(10, 20, 3),  # 26, 24, 22
+            u(1, 10, 3),
+            u(10, 10, 3),
+            u(10, 20, 3),  # 26, 24, 22
             nn.MaxPool2d(2),  # 11
-            u(20, 10, 1), u(10, 10, 3), u(10, 20, 3),  # 11, 9, 7
+            u(20, 10, 1),
+            u(10, 10, 3),
+            u(10, 20, 3),  # 11, 9, 7
             u(20, 10, 1),  # 7
             nn.Conv2d(10, 10, 7, bias=False),  # 1
         )
@@ -44,9 +48,13 @@ class Seed004Step2(nn.Module):
         plain = lambda cin, cout, k: conv_unit(cin, cout, k, norm, order="cbr")  # noqa: E731
         drop = lambda cin, cout, k: conv_unit(cin, cout, k, norm, dropout, order="cbdr")  # noqa: E731
         self.features = nn.Sequential(
-            plain(1, 8, 3), plain(8, 8, 3), drop(8, 8, 3),  # 26, 24, 22
+            plain(1, 8, 3),
+            plain(8, 8, 3),
+            drop(8, 8, 3),  # 26, 24, 22
             nn.MaxPool2d(2),  # 11
-            drop(8, 16, 3), drop(16, 8, 3), drop(8, 10, 3),  # 9, 7, 5
+            drop(8, 16, 3),
+            drop(16, 8, 3),
+            drop(8, 10, 3),  # 9, 7, 5
             nn.Conv2d(10, 10, 5, bias=False),  # 1
         )
         self.head = LogSoftmaxHead()
@@ -64,10 +72,15 @@ class Seed004Step3(nn.Module):
         plain = lambda cin, cout, k: conv_unit(cin, cout, k, norm, order="cbr")  # noqa: E731
         drop = lambda cin, cout, k: conv_unit(cin, cout, k, norm, dropout, order="cbdr")  # noqa: E731
         self.features = nn.Sequential(
-            plain(1, 8, 3), plain(8, 8, 3), drop(8, 8, 3),  # 26, 24, 22
+            plain(1, 8, 3),
+            plain(8, 8, 3),
+            drop(8, 8, 3),  # 26, 24, 22
             nn.MaxPool2d(2),  # 11
-            drop(8, 16, 3), drop(16, 16, 3), drop(16, 8, 1),  # 9, 7, 7
-            drop(8, 32, 3), drop(32, 16, 1),  # 5, 5
+            drop(8, 16, 3),
+            drop(16, 16, 3),
+            drop(16, 8, 1),  # 9, 7, 7
+            drop(8, 32, 3),
+            drop(32, 16, 1),  # 5, 5
             nn.AvgPool2d(5),  # GAP -> 1
             nn.Conv2d(16, 10, 1, bias=False),
         )
@@ -85,10 +98,15 @@ class Seed004Step4(nn.Module):
         super().__init__()
         u = lambda cin, cout, k: conv_unit(cin, cout, k, norm, dropout, order="cbdr")  # noqa: E731
         self.features = nn.Sequential(
-            u(1, 8, 3), u(8, 8, 3), u(8, 8, 3),  # 26, 24, 22
+            u(1, 8, 3),
+            u(8, 8, 3),
+            u(8, 8, 3),  # 26, 24, 22
             nn.MaxPool2d(2),  # 11
-            u(8, 13, 3), u(13, 14, 3), u(14, 8, 1),  # 9, 7, 7
-            u(8, 26, 3), u(26, 50, 1),  # 5, 5
+            u(8, 13, 3),
+            u(13, 14, 3),
+            u(14, 8, 1),  # 9, 7, 7
+            u(8, 26, 3),
+            u(26, 50, 1),  # 5, 5
             nn.AvgPool2d(5),  # GAP -> 1
             nn.Conv2d(50, 10, 1, bias=False),
         )
@@ -111,9 +129,15 @@ class Seed000Net(nn.Module):
         super().__init__()
         u = lambda cin, cout, k, p=0: conv_unit(cin, cout, k, norm, dropout, order="crbd", padding=p)  # noqa: E731
         self.features = nn.Sequential(
-            u(1, 16, 3), u(16, 16, 3), u(16, 32, 3),  # 26, 24, 22 (RF 7)
-            u(32, 16, 1), nn.MaxPool2d(2),  # transition: 22 -> 11
-            u(16, 16, 3), u(16, 16, 3, 1), u(16, 16, 3), u(16, 32, 3),  # 9, 9, 7, 5
+            u(1, 16, 3),
+            u(16, 16, 3),
+            u(16, 32, 3),  # 26, 24, 22 (RF 7)
+            u(32, 16, 1),
+            nn.MaxPool2d(2),  # transition: 22 -> 11
+            u(16, 16, 3),
+            u(16, 16, 3, 1),
+            u(16, 16, 3),
+            u(16, 32, 3),  # 9, 9, 7, 5
             nn.Conv2d(32, 10, 1, bias=False),  # 5 x 5 x 10
             nn.AdaptiveAvgPool2d(1),  # GAP -> 1 x 1 x 10
         )

@@ -1,0 +1,3 @@
+"""Fails at import time."""
+
+raise ImportError("this plugin cannot be imported")

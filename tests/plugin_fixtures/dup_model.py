@@ -1,0 +1,9 @@
+"""Registers a model name the built-ins already use."""
+
+from harness import hookimpl
+from harness.records import ModelSpec, Recipe
+
+
+@hookimpl
+def cnnbench_models():
+    return [ModelSpec("mnist_gap", "mnist", "x:y", "clash", "test", 1, Recipe(epochs=1))]
