@@ -87,4 +87,9 @@ def run_many(registry: Registry, model: str, seeds: list[int], opts: dict[str, A
             f"{record['model']} seed {seed}: final {record['final_test_acc']:.2%}, best {record['best_test_acc']:.2%} "
             f"(epoch {record['best_epoch']}), {record['params']:,} params, {record['total_seconds']:.0f}s -> {path}"
         )
+    if len(records) > 1:
+        finals = [r["final_test_acc"] for r in records]
+        mean = sum(finals) / len(finals)
+        std = (sum((f - mean) ** 2 for f in finals) / (len(finals) - 1)) ** 0.5
+        click.echo(f"{model} over {len(finals)} seeds: final test acc {mean:.2%} +- {std:.2%} (sample std)")
     return records
