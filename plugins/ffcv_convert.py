@@ -1,0 +1,332 @@
+"""Conversion of a dataset split to an ffcv ``.beton`` file, redone only when its sources change.
+
+One file per split, ``<dataset>-<split>.beton``, with a stamp ``<dataset>-<split>.beton.json``
+beside it that records what it was made from: the md5 of the source files (for the
+datasets whose files we know) or the sha256 of the pixels and labels (for any other
+dataset plugin). A file whose stamp matches is reused; anything else is rewritten.
+
+Fields: 1-channel images (MNIST) are ``NDArrayField`` uint8 ``H x W x 1`` (ffcv's image
+field takes RGB only), 3-channel images (CIFAR-10) a raw (lossless) ``RGBImageField``,
+labels an ``IntField``. ffcv's writer hangs forever when a field raises inside one of its
+worker processes, so the whole split is checked before anything is written; the file is
+written under a temporary name and renamed, so a crash never leaves a half-written file
+that looks finished.
+
+ffcv is imported only inside functions (it pulls numba and sets torch's thread count).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import importlib.util
+import json
+import os
+import stat
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+from harness.datadir import md5sum, resolve_data_dir
+from harness.errors import BenchError
+from harness.records import DatasetSpec, resolve
+
+FORMAT_VERSION = 1
+INSTALL_HINT = "pip install 'cnnbench[ffcv]' (needs apt: pkg-config libturbojpeg0-dev libopencv-dev)"
+SPLITS = ("train", "test")
+
+# source files of the datasets we know, relative to the data dir (".gz" is tried first)
+SOURCE_FILES: dict[tuple[str, str], tuple[str, ...]] = {
+    ("mnist", "train"): ("MNIST/raw/train-images-idx3-ubyte", "MNIST/raw/train-labels-idx1-ubyte"),
+    ("mnist", "test"): ("MNIST/raw/t10k-images-idx3-ubyte", "MNIST/raw/t10k-labels-idx1-ubyte"),
+    ("cifar10", "train"): tuple(f"cifar-10-batches-py/data_batch_{i}" for i in range(1, 6)),
+    ("cifar10", "test"): ("cifar-10-batches-py/test_batch",),
+}
+
+
+# --- importing ffcv ----------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def keep_torch_threads() -> Iterator[None]:
+    """Undo ffcv's ``torch.set_num_threads`` calls (on import, on ``Loader()`` and on every
+    ``iter(loader)``): CPU training would otherwise run on one core."""
+    import torch
+
+    threads = torch.get_num_threads()
+    try:
+        yield
+    finally:
+        if torch.get_num_threads() != threads:
+            torch.set_num_threads(threads)
+
+
+def require_ffcv() -> Any:
+    """``import ffcv`` with torch's thread count kept, or a one-line ``BenchError`` saying how to install it."""
+    with keep_torch_threads():
+        try:
+            import ffcv
+        except ImportError as exc:
+            raise BenchError(f"ffcv is not installed ({exc}); {INSTALL_HINT}") from None
+    return ffcv
+
+
+# --- where files go ----------------------------------------------------------------------
+
+
+def cache_dir() -> Path:
+    """``$BENCH_CACHE_DIR/ffcv``, else ``$XDG_CACHE_HOME/cnnbench/ffcv``, else ``~/.cache/cnnbench/ffcv``."""
+    if os.environ.get("BENCH_CACHE_DIR"):
+        return Path(os.environ["BENCH_CACHE_DIR"]) / "ffcv"
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "cnnbench" / "ffcv"
+
+
+def default_dirs(data_dir: str | os.PathLike[str] | None) -> list[Path]:
+    """Where converted files are looked for, in order: ``<data-dir>/ffcv``, then the cache dir."""
+    return [resolve_data_dir(data_dir) / "ffcv", cache_dir()]
+
+
+def writable(directory: Path) -> bool:
+    """Whether ``directory`` exists or can be made, and may be written.
+
+    A folder whose permission bits allow no writing counts as read-only even for root
+    (who could write anyway): read-only dataset folders are meant to stay untouched.
+    """
+    existing = directory
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    try:
+        mode = existing.stat().st_mode
+    except OSError:
+        return False
+    if not mode & (stat.S_IWUSR | stat.S_IWGRP | stat.S_IWOTH) or not os.access(existing, os.W_OK | os.X_OK):
+        return False
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+    except OSError:
+        return False
+    return True
+
+
+def beton_path(directory: Path, dataset: str, split: str) -> Path:
+    return Path(directory) / f"{dataset}-{split}.beton"
+
+
+def stamp_path(beton: Path) -> Path:
+    return beton.with_name(beton.name + ".json")
+
+
+# --- what a file was made from -----------------------------------------------------------
+
+
+def field_kind(image_shape: tuple[int, ...]) -> str:
+    """``"rgb"`` (raw RGBImageField) for 3 channels, ``"ndarray"`` (NDArrayField uint8) otherwise."""
+    return "rgb" if image_shape[0] == 3 else "ndarray"
+
+
+def source_checksums(dataset: str, data_dir: str | os.PathLike[str] | None, split: str) -> dict[str, str] | None:
+    """md5 of each known source file of the split, or None (unknown dataset or missing file)."""
+    stems = SOURCE_FILES.get((dataset, split))
+    if not stems:
+        return None
+    root = resolve_data_dir(data_dir)
+    sums = {}
+    for stem in stems:
+        found = next((p for p in (root / f"{stem}.gz", root / stem) if p.is_file()), None)
+        if found is None:
+            return None
+        sums[found.relative_to(root).as_posix()] = md5sum(found)
+    return sums
+
+
+def content_sha256(images: Any, labels: Any) -> str:
+    digest = hashlib.sha256()
+    for array in (images, labels):
+        digest.update(str((tuple(array.shape), str(array.dtype))).encode())
+        digest.update(memoryview(as_numpy(array)).cast("B"))
+    return digest.hexdigest()
+
+
+def as_numpy(array: Any) -> Any:
+    import numpy as np
+
+    if hasattr(array, "numpy"):
+        array = array.detach().cpu().numpy()
+    return np.ascontiguousarray(array)
+
+
+def conversion_key(spec: DatasetSpec, split: str, sources: dict[str, Any]) -> dict[str, Any]:
+    """Everything that decides a file's content; a stamp with another key is out of date."""
+    return {
+        "format": FORMAT_VERSION,
+        "dataset": spec.name,
+        "split": split,
+        "field": field_kind(spec.image_shape),
+        "image_shape": list(spec.image_shape),
+        "sources": sources,
+    }
+
+
+def read_stamp(beton: Path) -> dict[str, Any] | None:
+    try:
+        return json.loads(stamp_path(beton).read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def up_to_date(beton: Path, key: dict[str, Any]) -> dict[str, Any] | None:
+    """The stamp when ``beton`` exists, is complete and was made from ``key``; else None."""
+    stamp = read_stamp(beton)
+    if not stamp or stamp.get("key") != key:
+        return None
+    try:
+        size = beton.stat().st_size
+    except OSError:
+        return None
+    return stamp if size == stamp.get("bytes") else None
+
+
+# --- checking and writing ----------------------------------------------------------------
+
+
+def validate(spec: DatasetSpec, images: Any, labels: Any) -> tuple[Any, Any]:
+    """Check every sample before ffcv sees it; returns ``(images N x H x W x C uint8, labels int64)``.
+
+    All samples are slices of one array, so checking the array's dtype and shape checks the
+    shape and dtype of every sample.
+    """
+    import numpy as np
+
+    imgs, labs = as_numpy(images), as_numpy(labels)
+    expected = tuple(spec.image_shape)
+    if imgs.ndim != 4 or tuple(imgs.shape[1:]) != expected:
+        raise BenchError(f"{spec.name}: images are {tuple(imgs.shape)}, expected N x {' x '.join(map(str, expected))}")
+    if imgs.dtype != np.uint8:
+        raise BenchError(f"{spec.name}: images are {imgs.dtype}, expected uint8")
+    if labs.ndim != 1 or len(labs) != len(imgs):
+        raise BenchError(f"{spec.name}: {tuple(labs.shape)} labels for {len(imgs)} images")
+    if not np.issubdtype(labs.dtype, np.integer):
+        raise BenchError(f"{spec.name}: labels are {labs.dtype}, expected integers")
+    if len(labs) == 0:
+        raise BenchError(f"{spec.name}: the split is empty")
+    if labs.min() < 0 or labs.max() >= spec.num_classes:
+        raise BenchError(f"{spec.name}: labels span {labs.min()}..{labs.max()}, expected 0..{spec.num_classes - 1}")
+    return np.ascontiguousarray(imgs.transpose(0, 2, 3, 1)), labs.astype(np.int64)
+
+
+class _Samples:
+    """What ffcv's writer indexes: ``(H x W x C uint8 array, int label)`` per sample."""
+
+    def __init__(self, images_hwc: Any, labels: Any) -> None:
+        self.images, self.labels = images_hwc, labels
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitem__(self, i: int) -> tuple[Any, int]:
+        return self.images[i], int(self.labels[i])
+
+
+def make_fields(kind: str, image_hwc_shape: tuple[int, ...]) -> dict[str, Any]:
+    import numpy as np
+    from ffcv.fields import IntField, NDArrayField, RGBImageField
+
+    image = RGBImageField(write_mode="raw") if kind == "rgb" else NDArrayField(np.dtype("uint8"), image_hwc_shape)
+    return {"image": image, "label": IntField()}
+
+
+def write_beton(path: Path, kind: str, images_hwc: Any, labels: Any, workers: int | None = None) -> None:
+    """Write the (already validated) samples to ``path`` through a temporary file."""
+    require_ffcv()
+    with keep_torch_threads():
+        from ffcv.writer import DatasetWriter
+
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        workers = workers or min(os.cpu_count() or 1, 8)
+        try:
+            writer = DatasetWriter(str(tmp), make_fields(kind, tuple(images_hwc.shape[1:])), num_workers=workers)
+            writer.from_indexed_dataset(_Samples(images_hwc, labels), chunksize=1000)
+            os.replace(tmp, path)
+        finally:
+            tmp.unlink(missing_ok=True)
+
+
+def write_stamp(beton: Path, stamp: dict[str, Any]) -> None:
+    target = stamp_path(beton)
+    tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(stamp, indent=1) + "\n")
+    os.replace(tmp, target)
+
+
+# --- the one entry point -----------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Converted:
+    path: Path
+    count: int
+    written: bool  # False: an up-to-date file was reused
+    seconds: float = 0.0
+
+
+def ensure_beton(
+    spec: DatasetSpec,
+    split: str,
+    data_dir: str | os.PathLike[str] | None = None,
+    out_dir: str | os.PathLike[str] | None = None,
+    force: bool = False,
+    log: Callable[[str], None] = print,
+    workers: int | None = None,
+) -> Converted:
+    """The ``.beton`` of one split: reused when its stamp matches the sources, else (re)written.
+
+    Without ``out_dir`` an up-to-date file is looked for in ``<data-dir>/ffcv`` and the cache
+    dir, and a new one goes to the first of them that is writable.
+    """
+    if split not in SPLITS:
+        raise BenchError(f"unknown split {split!r}; valid splits: {', '.join(SPLITS)}")
+    if importlib.util.find_spec("ffcv") is None:  # fail before any work; importing waits for a write
+        raise BenchError(f"ffcv is not installed; {INSTALL_HINT}")
+    loaded: tuple[Any, Any] | None = None
+    sums = source_checksums(spec.name, data_dir, split)
+    if sums is None:  # files unknown: the content itself is the fingerprint
+        loaded = resolve(spec.load)(data_dir, split)
+        sources: dict[str, Any] = {"content_sha256": content_sha256(*loaded)}
+    else:
+        sources = {"files_md5": sums}
+    key = conversion_key(spec, split, sources)
+
+    candidates = [Path(out_dir)] if out_dir else default_dirs(data_dir)
+    if not force:
+        for directory in candidates:
+            stamp = up_to_date(beton_path(directory, spec.name, split), key)
+            if stamp:
+                return Converted(beton_path(directory, spec.name, split), int(stamp["count"]), False)
+
+    target = next((d for d in candidates if writable(d)), None)
+    if target is None:
+        where = " or ".join(map(str, candidates))
+        raise BenchError(f"cannot write ffcv files to {where} (read-only or cannot be created)"
+                         + ("" if out_dir else "; pass --out DIR or set BENCH_CACHE_DIR"))
+    if target != candidates[0]:
+        log(f"note: {candidates[0]} is not writable; writing ffcv files to {target} (set BENCH_CACHE_DIR to move it)")
+    path = beton_path(target, spec.name, split)
+
+    started = time.perf_counter()
+    images, labels = loaded if loaded is not None else resolve(spec.load)(data_dir, split)
+    images_hwc, labs = validate(spec, images, labels)
+    kind = field_kind(spec.image_shape)
+    log(f"converting {spec.name} {split} ({len(labs):,} images, {kind} field) to {path}")
+    write_beton(path, kind, images_hwc, labs, workers)
+    seconds = round(time.perf_counter() - started, 2)
+    write_stamp(path, {
+        "key": key, "count": len(labs), "bytes": path.stat().st_size,
+        "content_sha256": sources.get("content_sha256") or content_sha256(images, labels),
+        "ffcv_version": metadata.version("ffcv"), "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
+        "seconds": seconds,
+    })
+    return Converted(path, len(labs), True, seconds)
