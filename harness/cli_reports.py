@@ -1,15 +1,196 @@
-"""Report commands: leaderboard, plot, misclassified, compare (work in progress)."""
+"""Report commands: leaderboard, show, confusion, plot, misclassified, compare.
+
+Kept light at import time (click only): ``harness.cli`` imports this module for every
+``bench`` invocation. Only ``misclassified`` imports torch.
+"""
 
 from __future__ import annotations
 
+import warnings
+from pathlib import Path
+from typing import Any
+
 import click
+
+from .errors import BenchError, unknown_name
+
+RESULTS_DIR = click.option(
+    "--results-dir", type=click.Path(file_okay=False), default="results", show_default=True,
+    help="Folder of run records.",
+)
+
+
+def _registry(ctx: click.Context) -> Any:
+    from .registry import get_registry
+
+    return get_registry((ctx.obj or {}).get("plugins", ()))
+
+
+def _load_records(results_dir: str) -> list[dict[str, Any]]:
+    """Records of ``results_dir``; a bad file is named in a one-line warning on stderr."""
+    from .leaderboard import load_records
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        records = load_records(results_dir)
+    for w in caught:
+        click.echo(f"warning: {w.message}", err=True)
+    return records
+
+
+def _dataset_sizes(registry: Any) -> dict[str, tuple[int, int]]:
+    return {name: (e.record.train_size, e.record.test_size) for name, e in registry.entries("datasets").items()}
+
+
+def _check_filters(registry: Any, records: list[dict[str, Any]], targets: tuple[str, ...],
+                   datasets: tuple[str, ...], models: tuple[str, ...]) -> None:
+    valid_targets = [t.id for t in registry.targets()]
+    valid_datasets = sorted({*registry.entries("datasets"), *(r["dataset"] for r in records)})
+    valid_models = sorted({*registry.entries("models"), *(r["model"] for r in records)})
+    for kind, given, valid in (("target", targets, valid_targets), ("dataset", datasets, valid_datasets),
+                               ("model", models, valid_models)):
+        for name in given:
+            if name not in valid:
+                raise unknown_name(kind, name, valid)
 
 
 @click.command()
-@click.option("--results-dir", type=click.Path(file_okay=False), default="results", show_default=True)
-def leaderboard(results_dir: str) -> None:
-    """Table of the runs in RESULTS_DIR and the targets each meets."""
-    raise click.ClickException("not implemented yet")
+@RESULTS_DIR
+@click.option("--format", "fmt", type=click.Choice(["table", "markdown", "csv", "json", "html"]), default="table",
+              show_default=True, help="Output format.")
+@click.option("--target", "targets", multiple=True, metavar="ID", help="Only this target (repeatable).")
+@click.option("--dataset", "datasets", multiple=True, metavar="NAME", help="Only this dataset (repeatable).")
+@click.option("--model", "models", multiple=True, metavar="NAME", help="Only this model (repeatable).")
+@click.option("--sort", "sort_by", type=click.Choice(["acc", "min", "best", "std", "params", "time", "speed", "model"]),
+              default="acc", show_default=True,
+              help="Order within each target: acc (passes first, then mean final accuracy), min, best, std, "
+                   "params, time (to target), speed (img/s), model.")
+@click.option("--write", is_flag=True,
+              help="Regenerate results/LEADERBOARD.md and the README's leaderboard section from all records.")
+@click.option("--readme", type=click.Path(dir_okay=False), default="README.md", show_default=True,
+              help="README whose text between the leaderboard markers --write replaces.")
+@click.pass_context
+def leaderboard(ctx: click.Context, results_dir: str, fmt: str, targets: tuple[str, ...], datasets: tuple[str, ...],
+                models: tuple[str, ...], sort_by: str, write: bool, readme: str) -> None:
+    """Runs grouped by configuration (mean over seeds) and checked against every target of their dataset."""
+    from . import leaderboard as lb
+
+    registry = _registry(ctx)
+    records = _load_records(results_dir)
+    _check_filters(registry, records, targets, datasets, models)
+    all_targets = registry.targets()
+    rows = lb.build_rows(lb.group_records(records), all_targets, _dataset_sizes(registry))
+    rows = lb.sort_rows(rows, sort_by, [t.id for t in all_targets])
+    if write:
+        if targets or datasets or models:
+            raise BenchError("--write renders every record; drop --target/--dataset/--model")
+        for path in write_generated(rows, Path(results_dir), Path(readme)):
+            click.echo(f"wrote {path}")
+        return
+    click.echo(lb.render(lb.filter_rows(rows, targets, datasets, models), fmt), nl=False)
 
 
-COMMANDS = [leaderboard]
+def write_generated(rows: list[Any], results_dir: Path, readme: Path) -> list[Path]:
+    """Write LEADERBOARD.md and splice the README section; returns the files written."""
+    from . import leaderboard as lb
+
+    written = []
+    board = results_dir / "LEADERBOARD.md"
+    results_dir.mkdir(parents=True, exist_ok=True)
+    board.write_text(lb.leaderboard_markdown(rows))
+    written.append(board)  # always rewritten: cheap, and it creates the file the first time
+    if readme.is_file():
+        text = readme.read_text()
+        new = lb.splice_readme(text, lb.readme_section(rows), str(readme))
+        if new != text:
+            readme.write_text(new)
+            written.append(readme)
+        else:
+            click.echo(f"{readme}: leaderboard section already up to date")
+    else:
+        click.echo(f"warning: {readme} not found; only {board} was written", err=True)
+    return written
+
+
+RUN = click.argument("run", metavar="RUN")
+
+
+@click.command()
+@RUN
+@RESULTS_DIR
+@click.pass_context
+def show(ctx: click.Context, run: str, results_dir: str) -> None:
+    """Everything about one RUN (id, unique prefix or path): settings, epochs, targets, per-class, confusion."""
+    from . import leaderboard as lb
+    from .reports import resolve_run, show_text
+
+    _, record = resolve_run(run, results_dir)
+    registry = _registry(ctx)
+    rows = lb.build_rows(lb.group_records([record]), registry.targets(), _dataset_sizes(registry))
+    lines = [f"{r.target.id}: {r.status} ({r.target.rule()})" for r in rows if r.target is not None]
+    click.echo(show_text(record, lines), nl=False)
+
+
+@click.command()
+@RUN
+@RESULTS_DIR
+@click.option("--format", "fmt", type=click.Choice(["table", "markdown", "html"]), default="table", show_default=True)
+def confusion(run: str, results_dir: str, fmt: str) -> None:
+    """Per-class accuracy and the confusion matrix of RUN's last epoch."""
+    from .reports import confusion_table, per_class_table, resolve_run
+
+    _, record = resolve_run(run, results_dir)
+    tablefmt = {"table": "simple", "markdown": "github", "html": "html"}[fmt]
+    click.echo(f"{record['run_id']}: final test accuracy {record['final_test_acc']:.2%}\n")
+    click.echo("per-class accuracy:\n" + per_class_table(record, tablefmt) + "\n")
+    click.echo("confusion matrix (rows: true class, columns: predicted):\n" + confusion_table(record, tablefmt))
+
+
+@click.command()
+@RUN
+@RESULTS_DIR
+@click.option("--out", type=click.Path(dir_okay=False), help="PNG to write [bench-out/RUN-curves.png].")
+def plot(run: str, results_dir: str, out: str | None) -> None:
+    """PNG of RUN's train and test loss and accuracy per epoch."""
+    from .reports import default_out, plot_curves, resolve_run
+
+    _, record = resolve_run(run, results_dir)
+    click.echo(f"wrote {plot_curves(record, Path(out) if out else default_out(record, 'curves'))}")
+
+
+@click.command()
+@RUN
+@RESULTS_DIR
+@click.option("--data-dir", type=click.Path(file_okay=False), help="Dataset folder [$BENCH_DATA_DIR or ./data].")
+@click.option("--limit", type=click.IntRange(min=1), default=48, show_default=True, help="Images in the grid.")
+@click.option("--out", type=click.Path(dir_okay=False), help="PNG to write [bench-out/RUN-misclassified.png].")
+@click.pass_context
+def misclassified(ctx: click.Context, run: str, results_dir: str, data_dir: str | None, limit: int,
+                  out: str | None) -> None:
+    """PNG grid of test images RUN's saved model gets wrong, with true and predicted labels."""
+    from .reports import default_out, misclassified_grid, predict_test_set, recorded_errors, resolve_run
+
+    path, record = resolve_run(run, results_dir)
+    result = predict_test_set(record, path, _registry(ctx), data_dir)
+    written, errors = misclassified_grid(
+        result, record, Path(out) if out else default_out(record, "misclassified"), limit
+    )
+    expected = recorded_errors(record)
+    note = "" if expected is None else f" (the record's confusion matrix has {expected})"
+    click.echo(f"{errors} of {len(result['labels'])} misclassified{note}; wrote {written}")
+
+
+@click.command()
+@click.argument("run_a", metavar="RUN_A")
+@click.argument("run_b", metavar="RUN_B")
+@RESULTS_DIR
+def compare(run_a: str, run_b: str, results_dir: str) -> None:
+    """RUN_A and RUN_B side by side: settings, accuracy per epoch, per-class accuracy."""
+    from .reports import compare_text, resolve_run
+
+    _, a = resolve_run(run_a, results_dir)
+    _, b = resolve_run(run_b, results_dir)
+    click.echo(compare_text(a, b), nl=False)
+
+
+COMMANDS = [leaderboard, show, confusion, plot, misclassified, compare]

@@ -1,0 +1,403 @@
+"""The leaderboard: run records grouped by configuration and checked against the targets.
+
+Pure Python (json, statistics, tabulate): reading a thousand records must not import torch.
+
+The rule (also printed under every table): a group of runs passes a target when the
+mean over its seeds of the *final-epoch* test accuracy reaches the target, it has fewer
+parameters than the target allows and it ran no more epochs than the target allows.
+The best epoch is picked on the test set, so its accuracy is shown for comparison only;
+a group that reaches the target only at its best epoch is marked ``best epoch only``.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import re
+import statistics
+import textwrap
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .errors import BenchError
+from .records import Target
+from .runrecord import iter_records
+
+EPS = 1e-9  # accuracies are fractions of the test set; guard the comparison against rounding
+START, END = "<!-- leaderboard:start -->", "<!-- leaderboard:end -->"
+FORMATS = ("table", "markdown", "csv", "json", "html")
+SORT_KEYS = ("acc", "min", "best", "std", "params", "time", "speed", "model")
+PASS, BEST_ONLY, SUBSET = "pass", "best epoch only", "data subset"
+RULE = (
+    "A configuration is checked against every target of its dataset. It passes when the mean over its "
+    "seeds of the final-epoch test accuracy reaches the target's accuracy, it has fewer parameters than "
+    "the target's limit and it ran no more epochs than the target allows. The best-epoch accuracy is chosen "
+    "on the test set, so it is shown for comparison only: a configuration that reaches the target only at "
+    "its best epoch is marked \"best epoch only\" and does not pass. Runs trained or tested on a subset of "
+    "the data are marked \"data subset\" and never pass. \"reached\" is the first epoch at which the mean "
+    "test accuracy over the seeds met the target's accuracy; \"time\" is the mean training + evaluation time "
+    "up to that epoch. std is the sample standard deviation over seeds."
+)
+
+
+@dataclass
+class Group:
+    """Runs of one configuration (same dataset, model, normalizer, augmentation, loader, precision, recipe)."""
+
+    key: tuple[Any, ...]
+    records: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def first(self) -> dict[str, Any]:
+        return self.records[0]
+
+    @property
+    def finals(self) -> list[float]:
+        return [float(r["final_test_acc"]) for r in self.records]
+
+    @property
+    def bests(self) -> list[float]:
+        return [float(r["best_test_acc"]) for r in self.records]
+
+    def mean_final(self) -> float:
+        return statistics.fmean(self.finals)
+
+    def std_final(self) -> float | None:
+        return statistics.stdev(self.finals) if len(self.records) > 1 else None
+
+    def mean_best(self) -> float:
+        return statistics.fmean(self.bests)
+
+    def epochs_run(self) -> int:
+        return max(int(r.get("epochs_run") or len(r["epochs"])) for r in self.records)
+
+    def params(self) -> int:
+        return max(int(r["params"]) for r in self.records)
+
+    def images_per_s(self) -> float | None:
+        speeds = [float(r["images_per_s"]) for r in self.records if r.get("images_per_s")]
+        return statistics.fmean(speeds) if speeds else None
+
+    def mean_curve(self) -> list[tuple[int, float, float]]:
+        """``(epoch, mean test acc, mean cumulative seconds)`` over the epochs every seed ran."""
+        shortest = min(len(r["epochs"]) for r in self.records)
+        curve, elapsed = [], 0.0
+        for i in range(shortest):
+            accs = [float(r["epochs"][i]["test_acc"]) for r in self.records]
+            elapsed += statistics.fmean(float(r["epochs"][i].get("seconds") or 0.0) for r in self.records)
+            curve.append((i + 1, statistics.fmean(accs), elapsed))
+        return curve
+
+    def hardware(self) -> str:
+        return "; ".join(sorted({hardware_of(r) for r in self.records}))
+
+    def seeds(self) -> list[Any]:
+        return sorted((r.get("seed") for r in self.records), key=lambda s: (s is None, s))
+
+
+@dataclass
+class Row:
+    """One (configuration, target) line of the leaderboard."""
+
+    group: Group
+    target: Target | None
+    status: str
+    reached_epoch: int | None
+    reached_seconds: float | None
+
+    def as_dict(self) -> dict[str, Any]:
+        g, r = self.group, self.group.first
+        return {
+            "target": self.target.id if self.target else None,
+            "status": self.status,
+            "dataset": r["dataset"],
+            "model": r["model"],
+            "normalizer": r["normalizer"],
+            "augmentation": r["augmentation"],
+            "loader": r["loader"],
+            "precision": r["precision"],
+            "recipe": recipe_text(r.get("recipe") or {}),
+            "n": len(g.records),
+            "seeds": g.seeds(),
+            "final_mean": g.mean_final(),
+            "final_std": g.std_final(),
+            "final_min": min(g.finals),
+            "best_epoch_mean": g.mean_best(),
+            "reached_epoch": self.reached_epoch,
+            "time_to_target_s": self.reached_seconds,
+            "params": g.params(),
+            "epochs": g.epochs_run(),
+            "images_per_s": g.images_per_s(),
+            "hardware": g.hardware(),
+            "runs": [x["run_id"] for x in g.records],
+        }
+
+
+def hardware_of(record: dict[str, Any]) -> str:
+    machine = record.get("machine") or {}
+    if str(record.get("device", "")).startswith("cuda") and machine.get("gpu"):
+        return str(machine["gpu"])
+    cpu = re.sub(r"\((R|TM|tm)\)|\bCPU\b|@.*$", "", str(machine.get("cpu") or "unknown CPU"))
+    cpu = " ".join(cpu.split())
+    threads = record.get("threads")
+    return f"{cpu}, {threads} threads" if threads else cpu
+
+
+def recipe_text(recipe: dict[str, Any]) -> str:
+    """A short, stable description of a recipe, e.g. ``sgd lr 0.1 m 0.9, step(2, 0.6), bs 128, 15 ep``."""
+    if not recipe:
+        return "?"
+    parts = [f"{recipe.get('optimizer', '?')} lr {recipe.get('lr', '?')}"]
+    if recipe.get("optimizer") == "sgd" and recipe.get("momentum"):
+        parts[0] += f" m {recipe['momentum']}"
+    if recipe.get("weight_decay"):
+        parts.append(f"wd {recipe['weight_decay']}")
+    sched = recipe.get("scheduler", "none")
+    if sched == "step":
+        parts.append(f"step({recipe.get('step_size')}, {recipe.get('gamma')})")
+    elif sched != "none":
+        parts.append(str(sched))
+    parts.append(f"bs {recipe.get('batch_size', '?')}")
+    if recipe.get("dropout") is not None:
+        parts.append(f"dropout {recipe['dropout']}")
+    parts.append(f"{recipe.get('epochs', '?')} ep")
+    return ", ".join(parts)
+
+
+def group_key(record: dict[str, Any]) -> tuple[Any, ...]:
+    recipe = json.dumps(record.get("recipe") or {}, sort_keys=True)
+    return (
+        record["dataset"], record["model"], record["normalizer"], record["augmentation"], record["loader"],
+        record["precision"], recipe, record.get("train_images"), record.get("test_images"),
+    )
+
+
+def load_records(results_dir: Path | str) -> list[dict[str, Any]]:
+    """Every usable record (bad files warn through ``iter_records``)."""
+    return [loaded.data for loaded in iter_records(Path(results_dir))]
+
+
+def group_records(records: Iterable[dict[str, Any]]) -> list[Group]:
+    groups: dict[tuple[Any, ...], Group] = {}
+    for record in records:
+        key = group_key(record)
+        groups.setdefault(key, Group(key)).records.append(record)
+    return list(groups.values())
+
+
+def is_subset(group: Group, sizes: dict[str, tuple[int, int]]) -> bool:
+    """True when the runs used fewer train or test images than the dataset has."""
+    full = sizes.get(group.first["dataset"])
+    if not full:
+        return False
+    train_full, test_full = full
+    for r in group.records:
+        train_n, test_n = r.get("train_images"), r.get("test_images")
+        if (train_full and train_n is not None and train_n < train_full) or (
+            test_full and test_n is not None and test_n < test_full
+        ):
+            return True
+    return False
+
+
+def check(group: Group, target: Target, subset: bool = False) -> Row:
+    """Target arithmetic for one group: status, first epoch at the target, time to it."""
+    goal = target.min_test_acc - EPS
+    reached = next(((e, s) for e, acc, s in group.mean_curve() if acc >= goal), (None, None))
+    failures = []
+    if group.mean_final() < goal:
+        failures.append("acc")
+    if group.params() >= target.params_below:
+        failures.append("params")
+    if target.max_epochs is not None and group.epochs_run() > target.max_epochs:
+        failures.append("epochs")
+    if subset:
+        status = SUBSET
+    elif not failures:
+        status = PASS
+    elif failures == ["acc"] and group.mean_best() >= goal:
+        status = BEST_ONLY
+    else:
+        status = f"fail ({', '.join(failures)})"
+    return Row(group, target, status, reached[0], reached[1])
+
+
+def build_rows(
+    groups: list[Group], targets: list[Target], sizes: dict[str, tuple[int, int]] | None = None
+) -> list[Row]:
+    """One row per (group, target of its dataset); a group whose dataset has no target gets one row."""
+    rows = []
+    for group in groups:
+        subset = is_subset(group, sizes or {})
+        mine = [t for t in targets if t.dataset == group.first["dataset"]]
+        if not mine:
+            rows.append(Row(group, None, SUBSET if subset else "no target", None, None))
+        rows.extend(check(group, t, subset) for t in mine)
+    return rows
+
+
+STATUS_RANK = {PASS: 0, BEST_ONLY: 1}
+ROW_FIELDS = [
+    "target", "status", "dataset", "model", "normalizer", "augmentation", "loader", "precision", "recipe", "n",
+    "seeds", "final_mean", "final_std", "final_min", "best_epoch_mean", "reached_epoch", "time_to_target_s",
+    "params", "epochs", "images_per_s", "hardware", "runs",
+]
+
+
+def sort_rows(rows: list[Row], by: str = "acc", target_order: list[str] | None = None) -> list[Row]:
+    """Rows by target (in registry order), then by ``by``; ties by model and run ids (stable output)."""
+    if by not in SORT_KEYS:
+        raise BenchError(f"unknown sort key {by!r}; valid sort keys: {', '.join(SORT_KEYS)}")
+    order = {t: i for i, t in enumerate(target_order or [])}
+    inf = math.inf
+
+    def metric(row: Row) -> tuple[Any, ...]:
+        g = row.group
+        speed = g.images_per_s()
+        values: dict[str, tuple[Any, ...]] = {
+            "acc": (-g.mean_final(),),
+            "min": (-min(g.finals),),
+            "best": (-g.mean_best(),),
+            "std": (g.std_final() if g.std_final() is not None else inf,),
+            "params": (g.params(),),
+            "time": (row.reached_seconds if row.reached_seconds is not None else inf, -g.mean_final()),
+            "speed": (-(speed or 0.0),),
+            "model": (g.first["model"],),
+        }
+        return values[by]
+
+    def key(row: Row) -> tuple[Any, ...]:
+        tid = row.target.id if row.target else ""
+        rank = STATUS_RANK.get(row.status, 2) if by == "acc" else 0
+        return (row.target is None, order.get(tid, len(order)), tid, rank, *metric(row),
+                row.group.first["model"], row.group.first["run_id"])
+
+    return sorted(rows, key=key)
+
+
+def filter_rows(
+    rows: list[Row], targets: Iterable[str] = (), datasets: Iterable[str] = (), models: Iterable[str] = ()
+) -> list[Row]:
+    targets, datasets, models = set(targets), set(datasets), set(models)
+    return [
+        r for r in rows
+        if (not targets or (r.target is not None and r.target.id in targets))
+        and (not datasets or r.group.first["dataset"] in datasets)
+        and (not models or r.group.first["model"] in models)
+    ]
+
+
+# --- rendering ------------------------------------------------------------------------
+
+HEADERS = [
+    "status", "model", "normalizer", "aug", "loader", "prec", "recipe", "n", "final mean", "std", "min",
+    "best epoch", "reached", "time", "params", "epochs", "img/s", "hardware",
+]
+
+
+def pct(value: float | None) -> str:
+    return "-" if value is None else f"{value:.2%}"
+
+
+def seconds_text(value: float | None) -> str:
+    if value is None:
+        return "-"
+    return f"{value:.0f}s" if value < 600 else f"{value / 60:.1f}min"
+
+
+def display_cells(row: Row) -> list[Any]:
+    d = row.as_dict()
+    return [
+        d["status"], d["model"], d["normalizer"], d["augmentation"], d["loader"], d["precision"], d["recipe"],
+        d["n"], pct(d["final_mean"]), "-" if d["final_std"] is None else f"{d['final_std']:.2%}",
+        pct(d["final_min"]), pct(d["best_epoch_mean"]),
+        "-" if d["reached_epoch"] is None else d["reached_epoch"], seconds_text(d["time_to_target_s"]),
+        f"{d['params']:,}", d["epochs"], "-" if d["images_per_s"] is None else f"{d['images_per_s']:,.0f}",
+        d["hardware"],
+    ]
+
+
+def sections(rows: list[Row]) -> list[tuple[str, list[Row]]]:
+    """Rows split by target (rows already sorted so each target's rows are together)."""
+    out: list[tuple[str, list[Row]]] = []
+    for row in rows:
+        title = (
+            f"{row.target.id} ({row.target.dataset}): {row.target.rule()}; {row.target.source}"
+            if row.target else f"{row.group.first['dataset']}: no target"
+        )
+        if not out or out[-1][0] != title:
+            out.append((title, []))
+        out[-1][1].append(row)
+    return out
+
+
+def render(rows: list[Row], fmt: str = "table", heading_level: int = 2) -> str:
+    """The leaderboard as text in ``fmt`` (one of ``FORMATS``)."""
+    if fmt not in FORMATS:
+        raise BenchError(f"unknown format {fmt!r}; valid formats: {', '.join(FORMATS)}")
+    if fmt == "json":
+        return json.dumps({"rule": RULE, "rows": [r.as_dict() for r in rows]}, indent=1) + "\n"
+    if fmt == "csv":
+        buf = io.StringIO()
+        dicts = [r.as_dict() for r in rows]
+        writer = csv.DictWriter(buf, fieldnames=ROW_FIELDS, lineterminator="\n")
+        writer.writeheader()
+        for d in dicts:
+            writer.writerow({k: ";".join(map(str, v)) if isinstance(v, list) else v for k, v in d.items()})
+        return buf.getvalue()
+
+    from tabulate import tabulate
+
+    tablefmt = {"table": "simple", "markdown": "github", "html": "html"}[fmt]
+    if not rows:
+        return {"html": "<p>No runs.</p>\n"}.get(fmt, "No runs.\n\n") + footer(fmt)
+    parts = []
+    for title, section in sections(rows):
+        table = tabulate([display_cells(r) for r in section], headers=HEADERS, tablefmt=tablefmt,
+                         disable_numparse=True)
+        if fmt == "markdown":
+            parts.append(f"{'#' * heading_level} {title}\n\n{table}\n")
+        elif fmt == "html":
+            parts.append(f"<h{heading_level}>{title}</h{heading_level}>\n{table}\n")
+        else:
+            parts.append(f"{title}\n\n{table}\n")
+    return "\n".join(parts) + "\n" + footer(fmt)
+
+
+def footer(fmt: str) -> str:
+    if fmt == "html":
+        return f"<p>{RULE}</p>\n"
+    return textwrap.fill(RULE, 110) + "\n" if fmt == "table" else f"*{RULE}*\n"
+
+
+# --- generated files --------------------------------------------------------------------
+
+
+def leaderboard_markdown(rows: list[Row]) -> str:
+    """Content of ``results/LEADERBOARD.md`` (deterministic: no dates, stable order)."""
+    return (
+        "# Leaderboard\n\n"
+        "Generated from the run records in `results/` by `bench leaderboard --write`; do not edit by hand.\n\n"
+        + render(rows, "markdown", heading_level=2)
+    )
+
+
+def readme_section(rows: list[Row]) -> str:
+    """The text between the README's leaderboard markers."""
+    return (
+        "\n_Generated by `bench leaderboard --write` from the records in `results/` "
+        "(full table: [results/LEADERBOARD.md](results/LEADERBOARD.md))._\n\n"
+        + render(rows, "markdown", heading_level=3)
+    )
+
+
+def splice_readme(text: str, section: str, name: str = "README.md") -> str:
+    """``text`` with everything between the markers replaced by ``section``."""
+    start, end = text.find(START), text.find(END)
+    if start < 0 or end < 0 or end < start:
+        raise BenchError(f"{name} has no '{START}' ... '{END}' markers; add them where the leaderboard goes")
+    return text[: start + len(START)] + "\n" + section.strip("\n") + "\n" + text[end:]

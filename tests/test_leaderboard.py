@@ -1,0 +1,311 @@
+"""Leaderboard: grouping, target arithmetic, rendering, filters, speed, and the generated files."""
+
+from __future__ import annotations
+
+import csv
+import io
+import itertools
+import json
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+from click.testing import CliRunner
+
+from harness import leaderboard as lb
+from harness.cli import main
+from harness.records import Target
+
+ROOT = Path(__file__).resolve().parents[1]
+_ids = itertools.count()
+
+T10K = Target("t10k", "mnist", 0.994, 10_000, 15, "test")
+T20K = Target("t20k", "mnist", 0.994, 20_000, None, "test")
+
+
+def make_record(
+    results_dir: Path | None = None, *, model: str = "mnist_gap", seed: int = 0, accs: list[float] | None = None,
+    params: int = 7_852, dataset: str = "mnist", normalizer: str = "batch", loader: str = "memory",
+    precision: str = "fp32", lr: float = 0.1, seconds: float = 20.0, train_images: int = 60_000,
+    test_images: int = 10_000, **extra: Any,
+) -> dict[str, Any]:
+    """A run record shaped like harness.train's; written to ``results_dir`` when given."""
+    accs = accs or [0.98, 0.99, 0.995]
+    run_id = f"20260101T{next(_ids):06d}Z-{model}-s{seed}-abcd"
+    epochs = [
+        {"epoch": i + 1, "train_loss": 1.0 / (i + 1), "train_acc": a - 0.01, "test_loss": 0.5 / (i + 1),
+         "test_acc": a, "lr": lr, "seconds": seconds, "images_per_s": 3000.0}
+        for i, a in enumerate(accs)
+    ]
+    best = max(epochs, key=lambda e: e["test_acc"])
+    confusion = [[100 if i == j else 0 for j in range(10)] for i in range(10)]
+    confusion[3][5] = 7
+    record = {
+        "schema_version": 1, "run_id": run_id, "model": model, "dataset": dataset, "normalizer": normalizer,
+        "augmentation": "rotate10", "loader": loader, "params": params,
+        "recipe": {"epochs": len(accs), "batch_size": 128, "optimizer": "sgd", "lr": lr, "momentum": 0.9,
+                   "weight_decay": 0.0, "scheduler": "step", "step_size": 2, "gamma": 0.6,
+                   "augmentation": "rotate10", "dropout": None},
+        "seed": seed, "device": "cpu", "precision": precision, "created": run_id[:16], "command": "bench run",
+        "source": "test", "epochs": epochs, "epochs_run": len(epochs), "final_test_acc": accs[-1],
+        "best_test_acc": best["test_acc"], "best_epoch": best["epoch"],
+        "per_class_acc": {str(i): (100 / 107 if i == 3 else 1.0) for i in range(10)}, "confusion": confusion,
+        "train_images": train_images, "test_images": test_images, "total_seconds": seconds * len(accs),
+        "images_per_s": 3000.0, "stopped_by": None, "threads": 2,
+        "machine": {"hostname": "h", "platform": "p", "cpu": "Intel(R) Xeon(R) Platinum 8481C CPU @ 2.70GHz",
+                    "cpu_count": 2},
+        "versions": {"python": "3.11.7", "torch": "2.14.1"}, "git": {"commit": "abc", "dirty": False},
+        "weights": None,
+    }
+    record.update(extra)
+    if results_dir is not None:
+        results_dir.mkdir(parents=True, exist_ok=True)
+        (results_dir / f"{run_id}.json").write_text(json.dumps(record, indent=1))
+    return record
+
+
+def rows_for(records: list[dict[str, Any]], targets: list[Target] | None = None) -> list[lb.Row]:
+    sizes = {"mnist": (60_000, 10_000)}
+    return lb.build_rows(lb.group_records(records), targets if targets is not None else [T10K], sizes)
+
+
+def bench(*args: str) -> Any:
+    return CliRunner().invoke(main, list(args))
+
+
+# --- grouping and target arithmetic ------------------------------------------------------
+
+
+def test_seeds_of_one_configuration_form_one_group_with_mean_and_std():
+    finals = [0.990, 0.992, 0.997]
+    records = [make_record(seed=s, accs=[0.98, a]) for s, a in enumerate(finals)]
+    records.append(make_record(seed=0, normalizer="group", accs=[0.98, 0.99]))
+    records.append(make_record(seed=0, precision="bf16", accs=[0.98, 0.99]))
+    groups = lb.group_records(records)
+    assert sorted(len(g.records) for g in groups) == [1, 1, 3]
+    three = next(g for g in groups if len(g.records) == 3)
+    assert three.mean_final() == pytest.approx(statistics.fmean(finals))
+    assert three.std_final() == pytest.approx(statistics.stdev(finals))
+    assert min(three.finals) == 0.990
+    assert three.seeds() == [0, 1, 2]
+
+
+def test_pass_rests_on_mean_final_accuracy():
+    records = [make_record(seed=s, accs=[0.99, a]) for s, a in enumerate([0.995, 0.994, 0.993])]
+    (row,) = rows_for(records)
+    assert row.status == lb.PASS  # mean 0.994 meets 99.4% although one seed is below
+
+
+def test_result_passing_only_at_best_epoch_is_marked():
+    records = [make_record(seed=s, accs=[0.99, 0.996, 0.993]) for s in range(2)]
+    (row,) = rows_for(records)
+    assert row.status == lb.BEST_ONLY
+    assert row.reached_epoch == 2
+
+
+def test_params_must_be_below_and_epochs_at_most_the_limit():
+    (row,) = rows_for([make_record(params=10_000, accs=[0.999])])
+    assert row.status == "fail (params)"
+    (row,) = rows_for([make_record(accs=[0.99] * 15 + [0.999])])
+    assert row.status == "fail (epochs)"
+    (row,) = rows_for([make_record(accs=[0.99] * 15 + [0.999])], [T20K])  # no epoch limit
+    assert row.status == lb.PASS
+    (row,) = rows_for([make_record(params=12_000, accs=[0.99, 0.98])])
+    assert row.status == "fail (acc, params)"
+
+
+def test_each_run_is_checked_against_every_target_of_its_dataset():
+    other = Target("c", "cifar10", 0.85, 200_000, None, "test")
+    rows = rows_for([make_record(params=12_000, accs=[0.995])], [T10K, T20K, other])
+    assert {r.target.id: r.status for r in rows} == {"t10k": "fail (params)", "t20k": lb.PASS}
+
+
+def test_first_epoch_and_time_to_target_use_the_mean_over_seeds():
+    a = make_record(seed=0, accs=[0.990, 0.995, 0.996, 0.997], seconds=10.0)
+    b = make_record(seed=1, accs=[0.990, 0.992, 0.995, 0.997], seconds=20.0)
+    (row,) = rows_for([a, b])
+    assert row.reached_epoch == 3  # epoch 2's mean is 0.9935
+    assert row.reached_seconds == pytest.approx(3 * 15.0)
+    (row,) = rows_for([make_record(accs=[0.90, 0.95])])
+    assert row.reached_epoch is None and row.reached_seconds is None
+
+
+def test_runs_on_a_data_subset_never_pass():
+    (row,) = rows_for([make_record(accs=[0.999], test_images=1_000)])
+    assert row.status == lb.SUBSET
+
+
+def test_sort_by_params_and_by_accuracy():
+    records = [make_record(model="m1", params=9_000, accs=[0.990]), make_record(model="m2", params=5_000, accs=[0.995])]
+    rows = rows_for(records)
+    assert [r.group.first["model"] for r in lb.sort_rows(rows, "params")] == ["m2", "m1"]
+    assert [r.group.first["model"] for r in lb.sort_rows(rows, "acc")] == ["m2", "m1"]
+    assert [r.group.first["model"] for r in lb.sort_rows(rows, "model")] == ["m1", "m2"]
+
+
+# --- command line -------------------------------------------------------------------------
+
+
+@pytest.fixture
+def results(tmp_path: Path) -> Path:
+    out = tmp_path / "results"
+    for seed, final in enumerate([0.995, 0.994, 0.996]):
+        make_record(out, seed=seed, accs=[0.99, final])
+    make_record(out, model="mnist_2block", params=19_728, accs=[0.99, 0.996, 0.993])
+    return out
+
+
+def test_table_shows_groups_targets_and_the_rule(results: Path):
+    res = bench("leaderboard", "--results-dir", str(results))
+    assert res.exit_code == 0, res.output
+    assert "mnist-10k" in res.output and "mnist-20k" in res.output and "cifar10" not in res.output
+    assert "99.50%" in res.output  # mean of 99.5, 99.4, 99.6
+    assert "best epoch only  mnist_2block" in res.output  # final 99.3%, best 99.6%
+    assert "final-epoch test accuracy" in res.output  # the rule is printed under the table
+    assert "Xeon Platinum 8481C, 2 threads" in res.output
+
+
+@pytest.mark.parametrize("fmt", ["markdown", "csv", "json", "html"])
+def test_formats(results: Path, fmt: str):
+    res = bench("leaderboard", "--results-dir", str(results), "--format", fmt, "--target", "mnist-10k")
+    assert res.exit_code == 0, res.output
+    if fmt == "json":
+        rows = json.loads(res.output)["rows"]
+        gap = next(r for r in rows if r["model"] == "mnist_gap")
+        assert gap["n"] == 3 and gap["final_mean"] == pytest.approx(0.995) and gap["status"] == "pass"
+        assert {r["target"] for r in rows} == {"mnist-10k"}
+    elif fmt == "csv":
+        rows = list(csv.DictReader(io.StringIO(res.output)))
+        assert {r["model"] for r in rows} == {"mnist_gap", "mnist_2block"}
+        assert all(r["target"] == "mnist-10k" for r in rows)
+    elif fmt == "markdown":
+        assert "| status" in res.output and "## mnist-10k" in res.output
+    else:
+        assert "<table>" in res.output and "<h2>mnist-10k" in res.output
+
+
+def test_filters_by_model_and_dataset(results: Path):
+    res = bench("leaderboard", "--results-dir", str(results), "--model", "mnist_2block", "--format", "json")
+    assert {r["model"] for r in json.loads(res.output)["rows"]} == {"mnist_2block"}
+    res = bench("leaderboard", "--results-dir", str(results), "--dataset", "cifar10", "--format", "json")
+    assert json.loads(res.output)["rows"] == []
+
+
+@pytest.mark.parametrize(
+    "args, listed",
+    [
+        (["--target", "nope"], "valid targets: cifar10-200k, mnist-10k, mnist-20k"),
+        (["--model", "nope"], "mnist_gap"),
+        (["--dataset", "nope"], "valid datasets: cifar10, mnist"),
+    ],
+)
+def test_unknown_filter_is_a_one_line_error(results: Path, args: list[str], listed: str):
+    res = bench("leaderboard", "--results-dir", str(results), *args)
+    assert res.exit_code == 1
+    assert res.output.count("\n") == 1 and res.output.startswith("error: unknown") and listed in res.output
+
+
+def test_bad_files_are_skipped_with_a_warning_and_old_schemas_read(results: Path):
+    (results / "half.json").write_text('{"run_id": "x", "model": ')
+    (results / "partial.json").write_text('{"run_id": "y"}')
+    old = make_record(model="mnist_step1", params=10_970, accs=[0.99])
+    for key in ("schema_version", "normalizer", "loader", "precision", "per_class_acc"):
+        old.pop(key)
+    (results / "old.json").write_text(json.dumps(old))
+    res = bench("leaderboard", "--results-dir", str(results), "--format", "json")
+    assert res.exit_code == 0
+    assert f"skipping {results / 'half.json'}" in res.stderr and f"skipping {results / 'partial.json'}" in res.stderr
+    rows = json.loads(res.stdout)["rows"]
+    assert any(r["model"] == "mnist_step1" and r["normalizer"] == "batch" for r in rows)
+
+
+def _synthetic(results_dir: Path, n: int) -> None:
+    models = ["mnist_gap", "mnist_2block", "mnist_step1", "mnist_step2"]
+    for i in range(n):
+        make_record(results_dir, model=models[i % 4], seed=i // 40, lr=0.01 * (1 + i % 10),
+                    accs=[0.97 + 0.0002 * ((i * 7 + e) % 40) for e in range(15)])
+
+
+def test_thousand_records_render_in_under_a_second(tmp_path: Path):
+    _synthetic(tmp_path, 1000)
+    from harness.registry import get_registry
+
+    targets = get_registry().targets()
+    started = time.perf_counter()
+    records = lb.load_records(tmp_path)
+    rows = lb.sort_rows(lb.build_rows(lb.group_records(records), targets), "acc")
+    text = lb.render(rows, "table")
+    elapsed = time.perf_counter() - started
+    assert len(records) == 1000 and "mnist_step2" in text
+    print(f"1,000 records read, grouped and rendered in {elapsed:.3f}s")
+    assert elapsed < 1.0
+
+
+def test_leaderboard_does_not_import_torch(tmp_path: Path):
+    _synthetic(tmp_path, 50)
+    code = (
+        "import sys; from click.testing import CliRunner; from harness.cli import main; "
+        f"r = CliRunner().invoke(main, ['leaderboard', '--results-dir', {str(tmp_path)!r}]); "
+        "assert r.exit_code == 0, r.output; assert 'mnist_gap' in r.output; "
+        "print(sorted(m for m in sys.modules if m.split('.')[0] in ('torch', 'torchvision', 'numpy')))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "[]"
+
+
+# --- generated files -----------------------------------------------------------------------
+
+
+def test_write_regenerates_board_and_only_the_readme_section(results: Path, tmp_path: Path):
+    readme = tmp_path / "README.md"
+    readme.write_text(f"# Title\n\nintro\n\n{lb.START}\nold table\n{lb.END}\n\nafter\n")
+    res = bench("leaderboard", "--results-dir", str(results), "--write", "--readme", str(readme))
+    assert res.exit_code == 0, res.output
+    text = readme.read_text()
+    assert text.startswith("# Title\n\nintro\n\n" + lb.START) and text.endswith(lb.END + "\n\nafter\n")
+    assert "old table" not in text and "### mnist-10k" in text
+    board = (results / "LEADERBOARD.md").read_text()
+    assert board.startswith("# Leaderboard") and "mnist_2block" in board
+    before = readme.read_text()
+    bench("leaderboard", "--results-dir", str(results), "--write", "--readme", str(readme))
+    assert readme.read_text() == before  # deterministic
+
+
+def test_write_refuses_a_readme_without_markers(results: Path, tmp_path: Path):
+    readme = tmp_path / "README.md"
+    readme.write_text("# no markers\n")
+    res = bench("leaderboard", "--results-dir", str(results), "--write", "--readme", str(readme))
+    assert res.exit_code == 1 and "markers" in res.output
+
+
+def _committed_rows() -> list[lb.Row]:
+    from harness.registry import get_registry
+
+    registry = get_registry()
+    sizes = {n: (e.record.train_size, e.record.test_size) for n, e in registry.entries("datasets").items()}
+    targets = registry.targets()
+    rows = lb.build_rows(lb.group_records(lb.load_records(ROOT / "results")), targets, sizes)
+    return lb.sort_rows(rows, "acc", [t.id for t in targets])
+
+
+def test_committed_leaderboard_is_up_to_date():
+    board = ROOT / "results" / "LEADERBOARD.md"
+    assert board.is_file(), "results/LEADERBOARD.md is missing: run `bench leaderboard --write`"
+    assert board.read_text() == lb.leaderboard_markdown(_committed_rows()), (
+        "results/LEADERBOARD.md is stale: run `bench leaderboard --write`"
+    )
+
+
+def test_readme_leaderboard_section_is_up_to_date():
+    readme = ROOT / "README.md"
+    if not readme.is_file():
+        pytest.skip("no README.md yet")
+    text = readme.read_text()
+    assert text == lb.splice_readme(text, lb.readme_section(_committed_rows())), (
+        "the README's leaderboard section is stale: run `bench leaderboard --write`"
+    )
