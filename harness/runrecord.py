@@ -27,7 +27,7 @@ class RecordWarning(UserWarning):
 
 def new_run_id(model: str, seed: int, now: datetime | None = None) -> str:
     stamp = (now or datetime.now(UTC)).strftime("%Y%m%dT%H%M%SZ")
-    return f"{stamp}-{model}-s{seed}-{secrets.token_hex(2)}"
+    return f"{stamp}-{model}-s{seed}-{secrets.token_hex(4)}"
 
 
 def write_exclusive(path: Path, data: bytes) -> None:

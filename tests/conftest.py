@@ -2,23 +2,10 @@
 
 from __future__ import annotations
 
-import os
-import sys
 from pathlib import Path
 
 import pytest
-
-ROOT = Path(__file__).resolve().parents[1]
-SHARED_DATA = Path(os.environ.get("BENCH_DATA_DIR") or ROOT.parent / "shared" / "datasets")
-PLUGIN_FIXTURES = ROOT / "tests" / "plugin_fixtures"
-sys.path.insert(0, str(PLUGIN_FIXTURES))
-
-
-def make_registry(*modules: str):
-    """A fresh registry with the installed plugins plus ``modules`` (not the cached one)."""
-    from harness.registry import Registry, make_plugin_manager
-
-    return Registry(make_plugin_manager(modules))
+from support import SHARED_DATA
 
 
 @pytest.fixture(scope="session")

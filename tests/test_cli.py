@@ -9,7 +9,7 @@ import sys
 import pytest
 import torch
 from click.testing import CliRunner
-from conftest import PLUGIN_FIXTURES, ROOT
+from support import PLUGIN_FIXTURES, ROOT
 
 from harness.cli import main
 

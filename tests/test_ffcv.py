@@ -15,7 +15,7 @@ import sys
 import pytest
 import torch
 from click.testing import CliRunner
-from conftest import ROOT
+from support import ROOT
 
 from harness.cli import main
 from harness.errors import BenchError

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 
-from conftest import ROOT, make_registry
+from support import ROOT, make_registry
 
 
 def test_readme_plugin_example(tmp_path, monkeypatch):

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from conftest import make_registry
+from support import make_registry
 
 from harness.errors import BenchError
 from harness.records import ModelSpec
