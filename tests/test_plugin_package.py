@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 
@@ -15,6 +16,8 @@ EXAMPLE = ROOT / "examples" / "cnnbench-example-plugin"
 @pytest.fixture(scope="module")
 def site(tmp_path_factory):
     target = tmp_path_factory.mktemp("site")
+    source = tmp_path_factory.mktemp("src") / EXAMPLE.name
+    shutil.copytree(EXAMPLE, source)  # setuptools writes build/ beside the sources: keep it out of the tree
     subprocess.run(
         [
             sys.executable,
