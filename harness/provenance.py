@@ -48,8 +48,15 @@ def machine(device: Any = None) -> dict[str, Any]:
 
 
 def git_commit(cwd: Path | None = None) -> dict[str, Any]:
-    """The commit of the source tree cnnbench runs from, and whether it had local changes."""
+    """The commit of the source tree cnnbench runs from, and whether it had local changes.
+
+    A copy of the tree without ``.git`` (a remote GPU machine, say) can name its commit in
+    ``CNNBENCH_GIT_COMMIT``; the record then says so (``"from": "environment"``) and leaves
+    ``dirty`` unknown.
+    """
     where = cwd or Path(__file__).resolve().parent.parent
+    if not (where / ".git").exists() and os.environ.get("CNNBENCH_GIT_COMMIT"):
+        return {"commit": os.environ["CNNBENCH_GIT_COMMIT"], "dirty": None, "from": "environment"}
     try:
         commit = subprocess.run(
             ["git", "rev-parse", "HEAD"], cwd=where, capture_output=True, text=True, timeout=10, check=True

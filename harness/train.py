@@ -101,16 +101,18 @@ def evaluate(
 ) -> tuple[float, float, Any]:
     """Mean loss, accuracy and the confusion matrix (rows: true class) over ``batches``."""
     model.eval()
-    loss_sum, confusion = 0.0, torch.zeros(num_classes, num_classes, dtype=torch.int64)
+    loss_sum, counts = None, None
     with torch.no_grad():
         for x, y in batches:
             with amp():
                 out = model(x)
-            loss_sum += F.nll_loss(out.float(), y, reduction="sum").item()
-            pred = out.argmax(1)
-            confusion += torch.bincount((y * num_classes + pred).cpu(), minlength=num_classes**2).view_as(confusion)
+            loss = F.nll_loss(out.float(), y, reduction="sum").double()
+            batch_counts = torch.bincount(y * num_classes + out.argmax(1), minlength=num_classes**2)
+            loss_sum = loss if loss_sum is None else loss_sum + loss
+            counts = batch_counts if counts is None else counts + batch_counts
+    confusion = counts.cpu().view(num_classes, num_classes)  # one host sync for the whole pass
     n = int(confusion.sum())
-    return loss_sum / n, float(confusion.diag().sum()) / n, confusion
+    return float(loss_sum) / n, float(confusion.diag().sum()) / n, confusion
 
 
 def train(config: RunConfig, registry: Registry, hook_caller: Any | None = None) -> tuple[dict[str, Any], Path]:
@@ -182,7 +184,10 @@ def train(config: RunConfig, registry: Registry, hook_caller: Any | None = None)
     for epoch in range(1, recipe.epochs + 1):
         model.train()
         lr = optimizer.param_groups[0]["lr"]
-        seen, correct, loss_sum, t0 = 0, 0, 0.0, time.perf_counter()
+        # running sums stay on the device: one host sync per epoch, not two per step
+        seen, t0 = 0, time.perf_counter()
+        correct = torch.zeros((), dtype=torch.int64, device=device)
+        loss_sum = torch.zeros((), dtype=torch.float64, device=device)
         bar = tqdm(
             train_batches, desc=f"epoch {epoch}/{recipe.epochs}", leave=False, disable=None if config.progress else True
         )
@@ -196,8 +201,8 @@ def train(config: RunConfig, registry: Registry, hook_caller: Any | None = None)
             if per_batch_schedule:
                 scheduler.step()
             seen += len(y)
-            loss_sum += loss.item() * len(y)
-            correct += int((out.argmax(1) == y).sum())
+            loss_sum += loss.detach() * len(y)
+            correct += (out.argmax(1) == y).sum()
         if device.type == "cuda":
             torch.cuda.synchronize(device)
         train_seconds = time.perf_counter() - t0
@@ -206,8 +211,8 @@ def train(config: RunConfig, registry: Registry, hook_caller: Any | None = None)
         test_loss, test_acc, confusion = evaluate(model, test_batches, dataset.num_classes, amp)
         stats = {
             "epoch": epoch,
-            "train_loss": loss_sum / seen,
-            "train_acc": correct / seen,
+            "train_loss": loss_sum.item() / seen,
+            "train_acc": correct.item() / seen,
             "test_loss": test_loss,
             "test_acc": test_acc,
             "lr": lr,
