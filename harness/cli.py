@@ -137,7 +137,7 @@ def list_cmd(ctx: click.Context, kind: str | None, pattern: str) -> None:
     type=click.IntRange(min=0),
     default=0,
     show_default=True,
-    help="DataLoader workers (torchvision loader).",
+    help="DataLoader workers (torchvision loader); decoding threads (ffcv; 0: half the cores).",
 )
 @click.option("--device", default="auto", show_default=True, help="cpu, cuda, cuda:1 … or auto.")
 @click.option(
