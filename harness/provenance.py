@@ -50,13 +50,18 @@ def machine(device: Any = None) -> dict[str, Any]:
 def git_commit(cwd: Path | None = None) -> dict[str, Any]:
     """The commit of the source tree cnnbench runs from, and whether it had local changes.
 
-    A copy of the tree without ``.git`` (a remote GPU machine, say) can name its commit in
-    ``CNNBENCH_GIT_COMMIT``; the record then says so (``"from": "environment"``) and leaves
-    ``dirty`` unknown.
+    A copy of the tree where git cannot answer (no ``.git``, or ``GIT_DIR`` pointed away from
+    a stale one, as on a remote GPU machine) can name its commit in ``CNNBENCH_GIT_COMMIT``;
+    the record then says so (``"from": "environment"``) and leaves ``dirty`` unknown.
     """
     where = cwd or Path(__file__).resolve().parent.parent
-    if not (where / ".git").exists() and os.environ.get("CNNBENCH_GIT_COMMIT"):
+    from_git = read_git(where)
+    if from_git["commit"] is None and os.environ.get("CNNBENCH_GIT_COMMIT"):
         return {"commit": os.environ["CNNBENCH_GIT_COMMIT"], "dirty": None, "from": "environment"}
+    return from_git
+
+
+def read_git(where: Path) -> dict[str, Any]:
     try:
         commit = subprocess.run(
             ["git", "rev-parse", "HEAD"], cwd=where, capture_output=True, text=True, timeout=10, check=True

@@ -20,6 +20,12 @@ def test_copy_without_git_takes_the_commit_from_the_environment(monkeypatch, tmp
     assert provenance.git_commit(tmp_path) == {"commit": "a" * 40, "dirty": None, "from": "environment"}
 
 
+def test_unreadable_git_takes_the_commit_from_the_environment(monkeypatch) -> None:
+    monkeypatch.setenv("GIT_DIR", "/nonexistent")
+    monkeypatch.setenv("CNNBENCH_GIT_COMMIT", "b" * 40)
+    assert provenance.git_commit(ROOT)["commit"] == "b" * 40
+
+
 def test_copy_without_git_or_environment_records_no_commit(monkeypatch, tmp_path: Path) -> None:
     monkeypatch.delenv("CNNBENCH_GIT_COMMIT", raising=False)
     assert provenance.git_commit(tmp_path) == {"commit": None, "dirty": None}

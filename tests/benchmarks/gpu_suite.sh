@@ -9,7 +9,9 @@
 # those of a shared GPU. For loader throughput alone, run the pytest-benchmark suite
 # (tests/benchmarks/test_loader_throughput.py) on its own. Records and weights go to
 # $RESULTS (default results/), one log per job to $RESULTS/logs/. Each job is stopped
-# after $JOB_SECONDS (default: none) and then leaves no record.
+# after $JOB_SECONDS (default: none) and then leaves no record. $SEEDS (default "0", e.g.
+# "1 2 3") runs every job once per seed, all at once. On a copy of the tree whose .git is
+# absent or stale, set GIT_DIR=/nonexistent and CNNBENCH_GIT_COMMIT to the commit sent.
 set -uo pipefail
 
 RESULTS=${RESULTS:-results}
@@ -18,14 +20,18 @@ JOB_SECONDS=${JOB_SECONDS:-0}
 BENCH=${BENCH:-bench}
 mkdir -p "$LOGS"
 
+SEEDS=${SEEDS:-0}
+
 job() {  # job NAME BENCH-RUN-ARGS...
-    local name=$1
+    local name=$1 seed
     shift
-    (
-        timeout --signal=INT "$JOB_SECONDS" "$BENCH" run --no-progress --device cuda --threads 2 \
-            --results-dir "$RESULTS" "$@" >"$LOGS/$name.log" 2>&1
-        echo "$name: exit $? after ${SECONDS}s"
-    ) &
+    for seed in $SEEDS; do
+        (
+            timeout --signal=INT "$JOB_SECONDS" "$BENCH" run --no-progress --device cuda --threads 2 \
+                --results-dir "$RESULTS" --seed "$seed" "$@" >"$LOGS/$name-s$seed.log" 2>&1
+            echo "$name seed $seed: exit $? after ${SECONDS}s"
+        ) &
+    done
 }
 
 case "${1:-}" in
