@@ -2,10 +2,19 @@
 
 The split is converted once (``plugins.ffcv_convert``; ``bench convert`` does it ahead of
 time) and reused while its source files are unchanged. Each batch is decoded by ffcv,
-moved to the run's device right after decoding (``ToDevice(non_blocking=True)`` on CUDA),
-and finished there exactly as the in-memory loader finishes it (``BatchFinisher``:
-uint8 -> float in [0, 1] -> batch augmentation -> normalization), so both loaders feed a
-model the same numbers. Order: ffcv's ``RANDOM`` order seeded with the run's seed (the
+moved to the run's device as uint8 right after decoding, and finished there exactly as the
+in-memory loader finishes it (``BatchFinisher``: uint8 -> float in [0, 1] -> batch
+augmentation -> normalization), so both loaders feed a model the same numbers.
+
+The move to CUDA is ours, not ffcv's ``ToDevice``. ffcv decodes into host buffers it reuses
+a few batches later, and its ``ToDevice`` copies from them asynchronously; nothing stops the
+decoder thread from overwriting a buffer whose copy is still queued behind a busy GPU
+(ffcv issues #37 and #198). With a trainer that does not synchronize every step, on a
+shared GPU, that mixed images and labels of different batches: mnist_gap trained to 16%
+train accuracy. Here each batch is copied on a side stream, and the host waits for that
+copy alone (not for the training queued before it) before ffcv may reuse the buffer.
+
+Order: ffcv's ``RANDOM`` order seeded with the run's seed (the
 same seed gives the same batches; every epoch has its own order), ``SEQUENTIAL`` for
 evaluation. A limited request (``--limit-train N``) reads the first N samples through
 ffcv's ``indices``.
@@ -14,7 +23,7 @@ Per-sample augmentations (e.g. ``rotate10-tv``) are applied, not refused: the ba
 on the CPU, each image goes through the augmentation, and the batch then moves to the
 device. That is as slow as it sounds; batched augmentations run on the device.
 
-On CPU it runs the same pipeline without ``ToDevice``. ffcv sets torch's thread count
+On CPU each batch is copied out of ffcv's buffers the same way. ffcv sets torch's thread count
 to its worker count on import, on ``Loader()`` and on every new epoch; all three are
 undone so CPU training keeps every core.
 """
@@ -57,7 +66,7 @@ class FfcvLoader:
         with keep_torch_threads():
             from ffcv.fields.decoders import IntDecoder, NDArrayDecoder, SimpleRGBImageDecoder
             from ffcv.loader import Loader, OrderOption
-            from ffcv.transforms import ToDevice, ToTensor
+            from ffcv.transforms import ToTensor
 
         self.request = request
         self.device = torch.device(request.device)
@@ -76,13 +85,9 @@ class FfcvLoader:
             )
         self.path = converted.path
 
-        to_device = [ToDevice(self.device, non_blocking=True)] if self.device.type != "cpu" else []
         decoder = SimpleRGBImageDecoder() if field_kind(request.dataset.image_shape) == "rgb" else NDArrayDecoder()
-        pipelines = {
-            # per-sample augmentations need the images on the CPU; labels can go ahead
-            "image": [decoder, ToTensor(), *(to_device if self.sample_aug is None else [])],
-            "label": [IntDecoder(), ToTensor(), *to_device],
-        }
+        pipelines = {"image": [decoder, ToTensor()], "label": [IntDecoder(), ToTensor()]}
+        self.copy_stream = torch.cuda.Stream(self.device) if self.device.type == "cuda" else None
         with keep_torch_threads():
             self.loader = Loader(
                 str(self.path),
@@ -99,6 +104,20 @@ class FfcvLoader:
     def __len__(self) -> int:
         return len(self.loader)
 
+    def take(self, cpu: Any) -> Any:
+        """A copy of ``cpu`` on the run's device that no longer reads ffcv's buffer when this returns."""
+        import torch
+
+        if self.copy_stream is None:
+            return cpu.clone(memory_format=torch.contiguous_format)
+
+        compute = torch.cuda.current_stream(self.device)
+        with torch.cuda.stream(self.copy_stream):
+            on_device = cpu.to(self.device, non_blocking=True)
+        self.copy_stream.synchronize()  # waits for this copy only, not for the queued training
+        on_device.record_stream(compute)  # allocated on the copy stream, used on the compute stream
+        return on_device
+
     def __iter__(self) -> Iterator[tuple[Any, Any]]:
         import torch
 
@@ -110,11 +129,12 @@ class FfcvLoader:
             for x, y in batches:
                 if torch.get_num_threads() != threads:
                     torch.set_num_threads(threads)
-                # NHWC -> NCHW as a contiguous copy: ffcv reuses its buffers for later batches
-                x = x.permute(0, 3, 1, 2).contiguous()
+                x = x.permute(0, 3, 1, 2)  # NHWC -> NCHW
                 if self.sample_aug is not None:
-                    x = apply_per_sample(x, self.sample_aug).to(self.device, non_blocking=True)
-                yield self.finish(x), y.reshape(-1).clone()
+                    x = apply_per_sample(x, self.sample_aug)
+                # our own copies of ffcv's buffers, which it reuses for later batches
+                x, y = self.take(x), self.take(y.reshape(-1))
+                yield self.finish(x.contiguous()), y
         finally:
             batches.close()
             if torch.get_num_threads() != threads:

@@ -267,3 +267,20 @@ def test_without_ffcv_the_loader_is_a_one_line_error_and_the_rest_works(tmp_path
         from plugins.ffcv_convert import require_ffcv
 
         require_ffcv()
+
+
+@needs_ffcv
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.parametrize("dataset", ["mnist", "cifar10"])
+def test_cuda_batches_match_memory_loader_behind_a_busy_gpu(registry, splits, data_dir, dataset):
+    """ffcv reuses its host buffers; a GPU running far behind the host must still get each batch's own pixels."""
+    images, labels = splits(dataset)
+    req = make_request(registry, dataset, images, labels, data_dir, batch_size=100, device=torch.device("cuda"))
+    got = []
+    for x, y in FfcvLoader(req):
+        torch.cuda._sleep(2_000_000)  # queue GPU work so the host runs ahead of the device, as training does
+        got.append((x.clone(), y.clone()))
+    x, y = (torch.cat(parts).cpu() for parts in zip(*got, strict=True))
+    xm, ym = (t.cpu() for t in collect(MemoryLoader(req)))
+    assert torch.equal(y, labels) and torch.equal(y, ym)
+    assert torch.equal(x, xm)

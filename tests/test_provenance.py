@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from harness import provenance
 from support import ROOT
+
+from harness import provenance
 
 
 def test_commit_from_the_checkout_ignores_the_environment(monkeypatch) -> None:
