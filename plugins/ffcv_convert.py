@@ -10,7 +10,9 @@ field takes RGB only), 3-channel images (CIFAR-10) a raw (lossless) ``RGBImageFi
 labels an ``IntField``. ffcv's writer hangs forever when a field raises inside one of its
 worker processes, so the whole split is checked before anything is written; the file is
 written under a temporary name and renamed, so a crash never leaves a half-written file
-that looks finished.
+that looks finished. Conversions of one file are serialized by a lock file beside it, so
+runs started together convert once (two writers' files differ in layout: a reader that
+took the header of one and the pages of the other read garbage images).
 
 ffcv is imported only inside functions (it pulls numba and sets torch's thread count).
 """
@@ -315,7 +317,38 @@ def ensure_beton(
     if target != candidates[0]:
         log(f"note: {candidates[0]} is not writable; writing ffcv files to {target} (set BENCH_CACHE_DIR to move it)")
     path = beton_path(target, spec.name, split)
+    with conversion_lock(path):
+        # runs started together all find the file missing; the first converts, the rest reuse it
+        stamp = None if force else up_to_date(path, key)
+        if stamp:
+            return Converted(path, int(stamp["count"]), False)
+        return convert(spec, split, data_dir, path, key, sources, loaded, log, workers)
 
+
+@contextlib.contextmanager
+def conversion_lock(beton: Path) -> Iterator[None]:
+    """An exclusive lock on ``beton``'s conversion, held across processes (a lock file beside it)."""
+    import fcntl
+
+    with open(beton.with_name(f".{beton.name}.lock"), "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def convert(
+    spec: DatasetSpec,
+    split: str,
+    data_dir: str | os.PathLike[str] | None,
+    path: Path,
+    key: dict[str, Any],
+    sources: dict[str, Any],
+    loaded: tuple[Any, Any] | None,
+    log: Callable[[str], None],
+    workers: int | None,
+) -> Converted:
     started = time.perf_counter()
     images, labels = loaded if loaded is not None else resolve(spec.load)(data_dir, split)
     images_hwc, labs = validate(spec, images, labels)

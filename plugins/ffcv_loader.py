@@ -84,13 +84,18 @@ class FfcvLoader:
                 f"{converted.path} holds {converted.count:,} {request.split} images; {count:,} were requested"
             )
         self.path = converted.path
+        # ffcv opens the file by name more than once; read it through a descriptor of our own,
+        # so a conversion that replaces the file while this run goes on cannot mix two files
+        self.fd = os.open(self.path, os.O_RDONLY)
+        pinned = f"/proc/self/fd/{self.fd}"
+        source = pinned if os.path.exists(pinned) else str(self.path)
 
         decoder = SimpleRGBImageDecoder() if field_kind(request.dataset.image_shape) == "rgb" else NDArrayDecoder()
         pipelines = {"image": [decoder, ToTensor()], "label": [IntDecoder(), ToTensor()]}
         self.copy_stream = torch.cuda.Stream(self.device) if self.device.type == "cuda" else None
         with keep_torch_threads():
             self.loader = Loader(
-                str(self.path),
+                source,
                 batch_size=request.batch_size,
                 num_workers=int(request.options.get("workers") or default_workers()),
                 order=OrderOption.RANDOM if request.shuffle else OrderOption.SEQUENTIAL,
@@ -103,6 +108,11 @@ class FfcvLoader:
 
     def __len__(self) -> int:
         return len(self.loader)
+
+    def __del__(self) -> None:
+        fd = getattr(self, "fd", None)
+        if fd is not None:
+            os.close(fd)
 
     def take(self, cpu: Any) -> Any:
         """A copy of ``cpu`` on the run's device that no longer reads ffcv's buffer when this returns."""

@@ -165,10 +165,12 @@ def test_conversion_is_redone_only_when_the_content_changes(tmp_path, shape):
     with open(first.path, "ab") as fh:  # a damaged file is not up to date
         fh.write(b"x")
     assert ensure_beton(spec, "train", out_dir=tmp_path, workers=1).written
-    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []  # no temporary files left
+    assert [p.name for p in tmp_path.iterdir() if p.name.endswith(".tmp")] == []  # no temporary files left
     req = LoaderRequest(spec, "train", *data["train"], batch_size=16, shuffle=False, seed=0,
                         device=torch.device("cpu"), options={"ffcv_dir": str(tmp_path)})
     assert torch.equal(collect(FfcvLoader(req))[0], collect(MemoryLoader(req))[0])
+
+
 @needs_ffcv
 def test_bad_samples_are_refused_before_writing(tmp_path):
     good = (torch.zeros(4, 1, 6, 5, dtype=torch.uint8), torch.zeros(4, dtype=torch.int64))
@@ -183,7 +185,7 @@ def test_bad_samples_are_refused_before_writing(tmp_path):
     ]:
         with pytest.raises(BenchError, match=fragment):
             ensure_beton(synthetic("synth", (1, 6, 5), {"train": (images, labels)}), "train", out_dir=tmp_path)
-    assert list(tmp_path.iterdir()) == []
+    assert [p.name for p in tmp_path.iterdir() if not p.name.endswith(".lock")] == []  # nothing written
 
 
 def copy_mnist_test(data_dir, target):
@@ -284,3 +286,32 @@ def test_cuda_batches_match_memory_loader_behind_a_busy_gpu(registry, splits, da
     xm, ym = (t.cpu() for t in collect(MemoryLoader(req)))
     assert torch.equal(y, labels) and torch.equal(y, ym)
     assert torch.equal(x, xm)
+
+
+CONVERT_AND_READ = """
+import sys, torch
+from plugins.ffcv_convert import ensure_beton
+from plugins.mnist import cnnbench_datasets
+spec = cnnbench_datasets()[0]
+done = ensure_beton(spec, "test", sys.argv[1], out_dir=sys.argv[2], log=lambda m: print(m, flush=True))
+print("wrote" if done.written else "reused", flush=True)
+"""
+
+
+@needs_ffcv
+def test_runs_started_together_convert_once(tmp_path, data_dir, registry, splits):
+    """Several processes asking for the same missing file: one converts, the others wait and reuse it."""
+    out = tmp_path / "out"
+    procs = [
+        subprocess.Popen([sys.executable, "-c", CONVERT_AND_READ, str(data_dir), str(out)], cwd=ROOT,
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        for _ in range(3)
+    ]
+    outputs = [p.communicate(timeout=300) for p in procs]
+    assert all(p.returncode == 0 for p in procs), outputs
+    finals = sorted(stdout.strip().splitlines()[-1] for stdout, _ in outputs)
+    assert finals == ["reused", "reused", "wrote"], outputs
+    images, labels = splits("mnist")
+    req = make_request(registry, "mnist", images, labels, data_dir, options={"ffcv_dir": str(out)})
+    assert torch.equal(collect(FfcvLoader(req))[0], collect(MemoryLoader(req))[0])
+
