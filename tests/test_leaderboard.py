@@ -85,8 +85,9 @@ def test_seeds_of_one_configuration_form_one_group_with_mean_and_std():
     records = [make_record(seed=s, accs=[0.98, a]) for s, a in enumerate(finals)]
     records.append(make_record(seed=0, normalizer="group", accs=[0.98, 0.99]))
     records.append(make_record(seed=0, precision="bf16", accs=[0.98, 0.99]))
+    records.append(make_record(seed=0, device="cuda:0", accs=[0.98, 0.99]))  # a GPU run is its own group
     groups = lb.group_records(records)
-    assert sorted(len(g.records) for g in groups) == [1, 1, 3]
+    assert sorted(len(g.records) for g in groups) == [1, 1, 1, 3]
     three = next(g for g in groups if len(g.records) == 3)
     assert three.mean_final() == pytest.approx(statistics.fmean(finals))
     assert three.std_final() == pytest.approx(statistics.stdev(finals))
@@ -309,3 +310,10 @@ def test_readme_leaderboard_section_is_up_to_date():
     assert text == lb.splice_readme(text, lb.readme_section(_committed_rows())), (
         "the README's leaderboard section is stale: run `bench leaderboard --write`"
     )
+
+
+def test_a_mean_just_under_the_target_does_not_print_as_the_target():
+    records = [make_record(seed=s, accs=[0.99, a]) for s, a in enumerate([0.9940, 0.9933, 0.9947, 0.9944, 0.9934])]
+    (row,) = rows_for(records)
+    assert row.status != lb.PASS
+    assert "99.396%" in lb.render([row])  # not "99.40%", which would read as a pass
