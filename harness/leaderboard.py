@@ -139,7 +139,7 @@ class Row:
 
 def hardware_of(record: dict[str, Any]) -> str:
     machine = record.get("machine") or {}
-    if str(record.get("device", "")).startswith("cuda") and machine.get("gpu"):
+    if device_kind(record) == "cuda" and machine.get("gpu"):
         return str(machine["gpu"])
     cpu = re.sub(r"\((R|TM|tm)\)|\bCPU\b|@.*$", "", str(machine.get("cpu") or "unknown CPU"))
     cpu = " ".join(cpu.split())

@@ -289,7 +289,7 @@ def test_cuda_batches_match_memory_loader_behind_a_busy_gpu(registry, splits, da
 
 
 CONVERT_AND_READ = """
-import sys, torch
+import sys
 from plugins.ffcv_convert import ensure_beton
 from plugins.mnist import cnnbench_datasets
 spec = cnnbench_datasets()[0]
@@ -314,4 +314,3 @@ def test_runs_started_together_convert_once(tmp_path, data_dir, registry, splits
     images, labels = splits("mnist")
     req = make_request(registry, "mnist", images, labels, data_dir, options={"ffcv_dir": str(out)})
     assert torch.equal(collect(FfcvLoader(req))[0], collect(MemoryLoader(req))[0])
-
