@@ -1,7 +1,8 @@
 """The ``bench`` command line.
 
-Only ``run``, ``summary`` and the report commands import torch, and they do it inside
-the command, so ``bench --help`` and ``bench list`` start in a fraction of a second.
+Only ``run``, ``summary`` and the report commands that rebuild models import torch, and
+they do it inside the command, so ``bench --help`` and ``bench list`` start in a fraction
+of a second. Plugins add subcommands through ``cnnbench_commands``.
 """
 
 from __future__ import annotations
@@ -18,8 +19,16 @@ from .registry import KINDS, Registry, get_registry
 LIST_KINDS = [*KINDS, "plugins"]
 
 
+def registry_from(ctx: click.Context) -> Registry:
+    """The registry for this invocation (``--plugin`` / ``--no-plugin`` applied); for plugin commands too."""
+    root = ctx.find_root()
+    params = root.params or {}
+    return get_registry(params.get("plugins", ()), params.get("blocked", ()))
+
+
 class BenchGroup(click.Group):
-    """Turns ``BenchError``, click's usage errors and Ctrl-C into one line and a non-zero exit."""
+    """Turns ``BenchError``, click's usage errors and Ctrl-C into one line and a non-zero exit,
+    and adds the commands plugins return from ``cnnbench_commands``."""
 
     def main(self, args: Any = None, prog_name: str | None = None, **extra: Any) -> Any:
         extra.pop("standalone_mode", None)
@@ -31,6 +40,9 @@ class BenchGroup(click.Group):
             sys.exit(exc.exit_code)
         except click.Abort:
             click.echo("aborted", err=True)
+            sys.exit(1)
+        except BenchError as exc:  # raised while resolving a plugin command
+            click.echo(f"error: {exc}", err=True)
             sys.exit(1)
         sys.exit(result if isinstance(result, int) else 0)
 
@@ -44,9 +56,33 @@ class BenchGroup(click.Group):
             click.echo("interrupted; no record was written for the unfinished run", err=True)
             sys.exit(130)
 
+    def plugin_commands(self, ctx: click.Context) -> dict[str, click.Command]:
+        found: dict[str, click.Command] = {}
+        hook = registry_from(ctx).hook.cnnbench_commands
+        for impl in hook.get_hookimpls():
+            try:
+                commands = list(impl.function() or [])
+            except Exception as exc:
+                raise BenchError(f"plugin {impl.plugin_name!r} raised in cnnbench_commands: {exc}") from exc
+            for command in commands:
+                if not isinstance(command, click.Command) or not command.name:
+                    raise BenchError(f"plugin {impl.plugin_name!r} returned {command!r}; expected a click.Command")
+                if command.name in self.commands or command.name in found:
+                    raise BenchError(f"plugin {impl.plugin_name!r} adds command {command.name!r}, which exists")
+                found[command.name] = command
+        return found
 
-def registry_from(ctx: click.Context) -> Registry:
-    return get_registry(ctx.obj.get("plugins", ()))
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        try:
+            extra = self.plugin_commands(ctx)
+        except BenchError as exc:  # `bench --help` still helps
+            click.echo(f"warning: {exc}", err=True)
+            extra = {}
+        return sorted([*self.commands, *extra])
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        extra = self.plugin_commands(ctx)  # a plugin shadowing a built-in command is an error, always
+        return self.commands.get(cmd_name) or extra.get(cmd_name)
 
 
 @click.group(cls=BenchGroup, context_settings={"help_option_names": ["-h", "--help"]})
@@ -55,19 +91,29 @@ def registry_from(ctx: click.Context) -> Registry:
     "--plugin",
     "plugins",
     multiple=True,
+    is_eager=True,  # before an eager --help, which lists plugin commands
     metavar="MODULE",
-    help="Import MODULE as a plugin (repeatable); BENCH_PLUGINS=mod1,mod2 does the same.",
+    help="Import MODULE as a plugin (repeatable; the current folder is importable); BENCH_PLUGINS=mod1,mod2 too.",
 )
-@click.pass_context
-def main(ctx: click.Context, plugins: tuple[str, ...]) -> None:
+@click.option(
+    "--no-plugin",
+    "blocked",
+    multiple=True,
+    is_eager=True,
+    metavar="NAME",
+    help="Do not load plugin NAME (repeatable), e.g. --no-plugin console for no console output.",
+)
+def main(plugins: tuple[str, ...], blocked: tuple[str, ...]) -> None:
     """cnnbench: train small CNNs on MNIST and CIFAR-10 and check them against published targets."""
-    ctx.ensure_object(dict)
-    ctx.obj["plugins"] = plugins
 
 
 def _rows_for(registry: Registry, kind: str) -> tuple[list[str], list[list[Any]]]:
     if kind == "plugins":
-        return ["plugin", "module"], [list(p) for p in registry.plugins()]
+        sources = registry.pm.sources
+        return ["plugin", "module", "distribution"], [
+            [name, module, f"{s.distribution} {s.version or ''}".strip() if (s := sources.get(name)) else "-"]
+            for name, module in registry.plugins()
+        ]
     entries = registry.entries(kind)
     if kind == "models":
         return ["model", "dataset", "params", "epochs", "source", "plugin"], [
@@ -106,10 +152,12 @@ def list_cmd(ctx: click.Context, kind: str | None, pattern: str) -> None:
     from tabulate import tabulate
 
     registry = registry_from(ctx)
+    keep = set(registry.list_models(pattern))
+    if pattern != "*" and not keep:
+        raise BenchError(f"no model matches {pattern!r}; models: {', '.join(registry.list_models())}")
     for k in [kind] if kind else LIST_KINDS:
         headers, rows = _rows_for(registry, k)
-        if k == "models" and pattern != "*":
-            keep = set(registry.list_models(pattern))
+        if k == "models":
             rows = [r for r in rows if r[0] in keep]
         if not kind:
             click.echo(f"\n{k}:")
@@ -129,8 +177,8 @@ def list_cmd(ctx: click.Context, kind: str | None, pattern: str) -> None:
 @click.option("--optimizer", type=click.Choice(["sgd", "adam"]), help="Override the recipe's optimizer.")
 @click.option("--scheduler", type=click.Choice(["none", "step", "onecycle"]), help="Override the recipe's schedule.")
 @click.option("--dropout", type=click.FloatRange(0, 1, max_open=True), help="Override the model's dropout.")
-@click.option("--normalizer", help="Normalization layers (see `bench list normalizers`).")
-@click.option("--augment", help="Augmentation (see `bench list augmentations`).")
+@click.option("--normalizer", help="Normalization layers (see `bench list normalizers`) [the model's].")
+@click.option("--augment", "augmentation", help="Augmentation (see `bench list augmentations`) [the recipe's].")
 @click.option("--loader", default="memory", show_default=True, help="Data loader (see `bench list loaders`).")
 @click.option(
     "--workers",
@@ -145,18 +193,21 @@ def list_cmd(ctx: click.Context, kind: str | None, pattern: str) -> None:
 )
 @click.option("--threads", type=click.IntRange(min=1), help="torch CPU threads [all cores].")
 @click.option("--results-dir", type=click.Path(file_okay=False), default="results", show_default=True)
-@click.option("--limit-train", type=click.IntRange(min=1), hidden=True)
-@click.option("--limit-test", type=click.IntRange(min=1), hidden=True)
+@click.option("--limit-train", type=click.IntRange(min=1), help="Train on the first N images only (smoke runs).")
+@click.option("--limit-test", type=click.IntRange(min=1), help="Test on the first N images only (smoke runs).")
+@click.option("--no-weights", is_flag=True, help="Do not save the final weights beside the record.")
 @click.option("--no-progress", is_flag=True, help="No progress bars (per-epoch lines are still printed).")
 @click.pass_context
-def run(ctx: click.Context, model: str, seeds: str | None, **opts: Any) -> None:
-    """Train MODEL with its recipe (overridable) and write a run record."""
-    from .runner import parse_seeds, run_many
+def run(ctx: click.Context, model: str, seed: int, seeds: str | None, no_weights: bool, no_progress: bool,
+        **opts: Any) -> None:
+    """Train MODEL with its recipe (overridable) and write a run record per seed."""
+    from .plan import Overrides, make_plan
+    from .runner import parse_seeds, run_seeds
 
     registry = registry_from(ctx)
-    seed_list = parse_seeds(seeds) if seeds else [opts.pop("seed")]
-    opts.pop("seed", None)
-    run_many(registry, model, seed_list, opts)
+    seed_list = parse_seeds(seeds) if seeds is not None else [seed]
+    plan = make_plan(registry, model, Overrides(**opts, save_weights=not no_weights, progress=not no_progress))
+    run_seeds(plan, seed_list, registry.hook)
 
 
 @main.command()
@@ -171,10 +222,10 @@ def summary(ctx: click.Context, model: str, normalizer: str | None) -> None:
 
 
 def _add_commands() -> None:
-    """Commands that live in their own modules (reports, data conversion)."""
-    from . import cli_data, cli_reports
+    """The report commands live in their own module."""
+    from . import cli_reports
 
-    for command in [*cli_reports.COMMANDS, *cli_data.COMMANDS]:
+    for command in cli_reports.COMMANDS:
         main.add_command(command)
 
 

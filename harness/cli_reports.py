@@ -1,6 +1,6 @@
 """Report commands: leaderboard, show, confusion, plot, misclassified, compare.
 
-Kept light at import time (click only): ``harness.cli`` imports this module for every
+Kept light at import time (click only): ``cnnbench.cli`` imports this module for every
 ``bench`` invocation. Only ``misclassified`` imports torch.
 """
 
@@ -8,11 +8,14 @@ from __future__ import annotations
 
 import warnings
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from .errors import BenchError, unknown_name
+
+if TYPE_CHECKING:
+    from .runrecord import RunRecord
 
 RESULTS_DIR = click.option(
     "--results-dir", type=click.Path(file_okay=False), default="results", show_default=True,
@@ -20,13 +23,7 @@ RESULTS_DIR = click.option(
 )
 
 
-def _registry(ctx: click.Context) -> Any:
-    from .registry import get_registry
-
-    return get_registry((ctx.obj or {}).get("plugins", ()))
-
-
-def _load_records(results_dir: str) -> list[dict[str, Any]]:
+def _load_records(results_dir: str) -> list[RunRecord]:
     """Records of ``results_dir``; a bad file is named in a one-line warning on stderr."""
     from .leaderboard import load_records
 
@@ -42,11 +39,11 @@ def _dataset_sizes(registry: Any) -> dict[str, tuple[int, int]]:
     return {name: (e.record.train_size, e.record.test_size) for name, e in registry.entries("datasets").items()}
 
 
-def _check_filters(registry: Any, records: list[dict[str, Any]], targets: tuple[str, ...],
+def _check_filters(registry: Any, records: list[RunRecord], targets: tuple[str, ...],
                    datasets: tuple[str, ...], models: tuple[str, ...]) -> None:
     valid_targets = [t.id for t in registry.targets()]
-    valid_datasets = sorted({*registry.entries("datasets"), *(r["dataset"] for r in records)})
-    valid_models = sorted({*registry.entries("models"), *(r["model"] for r in records)})
+    valid_datasets = sorted({*registry.entries("datasets"), *(r.dataset for r in records)})
+    valid_models = sorted({*registry.entries("models"), *(r.model for r in records)})
     for kind, given, valid in (("target", targets, valid_targets), ("dataset", datasets, valid_datasets),
                                ("model", models, valid_models)):
         for name in given:
@@ -74,8 +71,9 @@ def leaderboard(ctx: click.Context, results_dir: str, fmt: str, targets: tuple[s
                 models: tuple[str, ...], sort_by: str, write: bool, readme: str) -> None:
     """Runs grouped by configuration (mean over seeds) and checked against every target of their dataset."""
     from . import leaderboard as lb
+    from .cli import registry_from  # here, not at the top: cnnbench.cli imports this module
 
-    registry = _registry(ctx)
+    registry = registry_from(ctx)
     records = _load_records(results_dir)
     _check_filters(registry, records, targets, datasets, models)
     all_targets = registry.targets()
@@ -91,19 +89,19 @@ def leaderboard(ctx: click.Context, results_dir: str, fmt: str, targets: tuple[s
 
 
 def write_generated(rows: list[Any], results_dir: Path, readme: Path) -> list[Path]:
-    """Write LEADERBOARD.md and splice the README section; returns the files written."""
+    """Write LEADERBOARD.md and splice the README section (each replaced atomically); returns the files written."""
     from . import leaderboard as lb
+    from .files import write_atomic
 
     written = []
     board = results_dir / "LEADERBOARD.md"
-    results_dir.mkdir(parents=True, exist_ok=True)
-    board.write_text(lb.leaderboard_markdown(rows))
+    write_atomic(board, lb.leaderboard_markdown(rows))
     written.append(board)  # always rewritten: cheap, and it creates the file the first time
     if readme.is_file():
         text = readme.read_text()
         new = lb.splice_readme(text, lb.readme_section(rows), str(readme))
         if new != text:
-            readme.write_text(new)
+            write_atomic(readme, new)
             written.append(readme)
         else:
             click.echo(f"{readme}: leaderboard section already up to date")
@@ -122,10 +120,11 @@ RUN = click.argument("run", metavar="RUN")
 def show(ctx: click.Context, run: str, results_dir: str) -> None:
     """Everything about one RUN (id, unique prefix or path): settings, epochs, targets, per-class, confusion."""
     from . import leaderboard as lb
+    from .cli import registry_from
     from .reports import resolve_run, show_text
 
     _, record = resolve_run(run, results_dir)
-    registry = _registry(ctx)
+    registry = registry_from(ctx)
     rows = lb.build_rows(lb.group_records([record]), registry.targets(), _dataset_sizes(registry))
     lines = [f"{r.target.id}: {r.status} ({r.target.rule()})" for r in rows if r.target is not None]
     click.echo(show_text(record, lines), nl=False)
@@ -137,11 +136,12 @@ def show(ctx: click.Context, run: str, results_dir: str) -> None:
 @click.option("--format", "fmt", type=click.Choice(["table", "markdown", "html"]), default="table", show_default=True)
 def confusion(run: str, results_dir: str, fmt: str) -> None:
     """Per-class accuracy and the confusion matrix of RUN's last epoch."""
-    from .reports import confusion_table, per_class_table, resolve_run
+    from .formatting import TABLEFMT, pct, per_class_table
+    from .reports import confusion_table, resolve_run
 
     _, record = resolve_run(run, results_dir)
-    tablefmt = {"table": "simple", "markdown": "github", "html": "html"}[fmt]
-    click.echo(f"{record['run_id']}: final test accuracy {record['final_test_acc']:.2%}\n")
+    tablefmt = TABLEFMT[fmt]
+    click.echo(f"{record.run_id}: final test accuracy {pct(record.final_test_acc)}\n")
     click.echo("per-class accuracy:\n" + per_class_table(record, tablefmt) + "\n")
     click.echo("confusion matrix (rows: true class, columns: predicted):\n" + confusion_table(record, tablefmt))
 
@@ -168,10 +168,11 @@ def plot(run: str, results_dir: str, out: str | None) -> None:
 def misclassified(ctx: click.Context, run: str, results_dir: str, data_dir: str | None, limit: int,
                   out: str | None) -> None:
     """PNG grid of test images RUN's saved model gets wrong, with true and predicted labels."""
+    from .cli import registry_from
     from .reports import default_out, misclassified_grid, predict_test_set, recorded_errors, resolve_run
 
     path, record = resolve_run(run, results_dir)
-    result = predict_test_set(record, path, _registry(ctx), data_dir)
+    result = predict_test_set(record, path, registry_from(ctx), data_dir)
     written, errors = misclassified_grid(
         result, record, Path(out) if out else default_out(record, "misclassified"), limit
     )

@@ -24,8 +24,9 @@ from pathlib import Path
 from typing import Any
 
 from .errors import BenchError
+from .formatting import TABLEFMT, pct, seconds_text
 from .records import Target
-from .runrecord import iter_records
+from .runrecord import RunRecord, iter_records
 
 EPS = 1e-9  # accuracies are fractions of the test set; guard the comparison against rounding
 START, END = "<!-- leaderboard:start -->", "<!-- leaderboard:end -->"
@@ -49,19 +50,19 @@ class Group:
     """Runs of one configuration (same dataset, model, normalizer, augmentation, loader, precision, recipe)."""
 
     key: tuple[Any, ...]
-    records: list[dict[str, Any]] = field(default_factory=list)
+    records: list[RunRecord] = field(default_factory=list)
 
     @property
-    def first(self) -> dict[str, Any]:
+    def first(self) -> RunRecord:
         return self.records[0]
 
     @property
     def finals(self) -> list[float]:
-        return [float(r["final_test_acc"]) for r in self.records]
+        return [float(r.final_test_acc) for r in self.records]
 
     @property
     def bests(self) -> list[float]:
-        return [float(r["best_test_acc"]) for r in self.records]
+        return [float(r.best_test_acc) for r in self.records]
 
     def mean_final(self) -> float:
         return statistics.fmean(self.finals)
@@ -73,22 +74,22 @@ class Group:
         return statistics.fmean(self.bests)
 
     def epochs_run(self) -> int:
-        return max(int(r.get("epochs_run") or len(r["epochs"])) for r in self.records)
+        return max(r.n_epochs for r in self.records)
 
     def params(self) -> int:
-        return max(int(r["params"]) for r in self.records)
+        return max(int(r.params) for r in self.records)
 
     def images_per_s(self) -> float | None:
-        speeds = [float(r["images_per_s"]) for r in self.records if r.get("images_per_s")]
+        speeds = [float(r.images_per_s) for r in self.records if r.images_per_s]
         return statistics.fmean(speeds) if speeds else None
 
     def mean_curve(self) -> list[tuple[int, float, float]]:
         """``(epoch, mean test acc, mean cumulative seconds)`` over the epochs every seed ran."""
-        shortest = min(len(r["epochs"]) for r in self.records)
+        shortest = min(len(r.epochs) for r in self.records)
         curve, elapsed = [], 0.0
         for i in range(shortest):
-            accs = [float(r["epochs"][i]["test_acc"]) for r in self.records]
-            elapsed += statistics.fmean(float(r["epochs"][i].get("seconds") or 0.0) for r in self.records)
+            accs = [float(r.epochs[i].test_acc) for r in self.records]
+            elapsed += statistics.fmean(float(r.epochs[i].seconds or 0.0) for r in self.records)
             curve.append((i + 1, statistics.fmean(accs), elapsed))
         return curve
 
@@ -96,7 +97,7 @@ class Group:
         return "; ".join(sorted({hardware_of(r) for r in self.records}))
 
     def seeds(self) -> list[Any]:
-        return sorted((r.get("seed") for r in self.records), key=lambda s: (s is None, s))
+        return sorted((r.seed for r in self.records), key=lambda s: (s is None, s))
 
 
 @dataclass
@@ -114,13 +115,13 @@ class Row:
         return {
             "target": self.target.id if self.target else None,
             "status": self.status,
-            "dataset": r["dataset"],
-            "model": r["model"],
-            "normalizer": r["normalizer"],
-            "augmentation": r["augmentation"],
-            "loader": r["loader"],
-            "precision": r["precision"],
-            "recipe": recipe_text(r.get("recipe") or {}),
+            "dataset": r.dataset,
+            "model": r.model,
+            "normalizer": r.normalizer,
+            "augmentation": r.augmentation,
+            "loader": r.loader,
+            "precision": r.precision,
+            "recipe": recipe_text(r.recipe),
             "n": len(g.records),
             "seeds": g.seeds(),
             "final_mean": g.mean_final(),
@@ -133,17 +134,18 @@ class Row:
             "epochs": g.epochs_run(),
             "images_per_s": g.images_per_s(),
             "hardware": g.hardware(),
-            "runs": [x["run_id"] for x in g.records],
+            "runs": [x.run_id for x in g.records],
         }
 
 
-def hardware_of(record: dict[str, Any]) -> str:
-    machine = record.get("machine") or {}
+def hardware_of(record: RunRecord) -> str:
+    """The GPU of a CUDA run, else the CPU model and thread count."""
+    machine = record.machine
     if device_kind(record) == "cuda" and machine.get("gpu"):
         return str(machine["gpu"])
     cpu = re.sub(r"\((R|TM|tm)\)|\bCPU\b|@.*$", "", str(machine.get("cpu") or "unknown CPU"))
     cpu = " ".join(cpu.split())
-    threads = record.get("threads")
+    threads = record.threads
     return f"{cpu}, {threads} threads" if threads else cpu
 
 
@@ -168,25 +170,26 @@ def recipe_text(recipe: dict[str, Any]) -> str:
     return ", ".join(parts)
 
 
-def device_kind(record: dict[str, Any]) -> str:
+def device_kind(record: RunRecord) -> str:
     """``cpu``, ``cuda``, ...: runs on a GPU and on a CPU are different configurations."""
-    return str(record.get("device") or "cpu").split(":")[0]
+    return str(record.device or "cpu").split(":")[0]
 
 
-def group_key(record: dict[str, Any]) -> tuple[Any, ...]:
-    recipe = json.dumps(record.get("recipe") or {}, sort_keys=True)
+def group_key(record: RunRecord) -> tuple[Any, ...]:
+    """What makes two runs seeds of one configuration."""
+    recipe = json.dumps(record.recipe, sort_keys=True)
     return (
-        record["dataset"], record["model"], record["normalizer"], record["augmentation"], record["loader"],
-        record["precision"], recipe, record.get("train_images"), record.get("test_images"), device_kind(record),
+        record.dataset, record.model, record.normalizer, record.augmentation, record.loader,
+        record.precision, recipe, record.train_images, record.test_images, device_kind(record),
     )
 
 
-def load_records(results_dir: Path | str) -> list[dict[str, Any]]:
+def load_records(results_dir: Path | str) -> list[RunRecord]:
     """Every usable record (bad files warn through ``iter_records``)."""
     return [loaded.data for loaded in iter_records(Path(results_dir))]
 
 
-def group_records(records: Iterable[dict[str, Any]]) -> list[Group]:
+def group_records(records: Iterable[RunRecord]) -> list[Group]:
     groups: dict[tuple[Any, ...], Group] = {}
     for record in records:
         key = group_key(record)
@@ -196,12 +199,12 @@ def group_records(records: Iterable[dict[str, Any]]) -> list[Group]:
 
 def is_subset(group: Group, sizes: dict[str, tuple[int, int]]) -> bool:
     """True when the runs used fewer train or test images than the dataset has."""
-    full = sizes.get(group.first["dataset"])
+    full = sizes.get(group.first.dataset)
     if not full:
         return False
     train_full, test_full = full
     for r in group.records:
-        train_n, test_n = r.get("train_images"), r.get("test_images")
+        train_n, test_n = r.train_images, r.test_images
         if (train_full and train_n is not None and train_n < train_full) or (
             test_full and test_n is not None and test_n < test_full
         ):
@@ -238,7 +241,7 @@ def build_rows(
     rows = []
     for group in groups:
         subset = is_subset(group, sizes or {})
-        mine = [t for t in targets if t.dataset == group.first["dataset"]]
+        mine = [t for t in targets if t.dataset == group.first.dataset]
         if not mine:
             rows.append(Row(group, None, SUBSET if subset else "no target", None, None))
         rows.extend(check(group, t, subset) for t in mine)
@@ -271,7 +274,7 @@ def sort_rows(rows: list[Row], by: str = "acc", target_order: list[str] | None =
             "params": (g.params(),),
             "time": (row.reached_seconds if row.reached_seconds is not None else inf, -g.mean_final()),
             "speed": (-(speed or 0.0),),
-            "model": (g.first["model"],),
+            "model": (g.first.model,),
         }
         return values[by]
 
@@ -279,7 +282,7 @@ def sort_rows(rows: list[Row], by: str = "acc", target_order: list[str] | None =
         tid = row.target.id if row.target else ""
         rank = STATUS_RANK.get(row.status, 2) if by == "acc" else 0
         return (row.target is None, order.get(tid, len(order)), tid, rank, *metric(row),
-                row.group.first["model"], row.group.first["run_id"])
+                row.group.first.model, row.group.first.run_id)
 
     return sorted(rows, key=key)
 
@@ -291,8 +294,8 @@ def filter_rows(
     return [
         r for r in rows
         if (not targets or (r.target is not None and r.target.id in targets))
-        and (not datasets or r.group.first["dataset"] in datasets)
-        and (not models or r.group.first["model"] in models)
+        and (not datasets or r.group.first.dataset in datasets)
+        and (not models or r.group.first.model in models)
     ]
 
 
@@ -304,22 +307,12 @@ HEADERS = [
 ]
 
 
-def pct(value: float | None, digits: int = 2) -> str:
-    return "-" if value is None else f"{value:.{digits}%}"
-
-
-def seconds_text(value: float | None) -> str:
-    if value is None:
-        return "-"
-    return f"{value:.0f}s" if value < 600 else f"{value / 60:.1f}min"
-
-
 def display_cells(row: Row) -> list[Any]:
     d = row.as_dict()
     return [
         d["status"], d["model"], d["normalizer"], d["augmentation"], d["loader"], d["precision"], d["recipe"],
         # three digits for the mean the pass mark rests on: 99.396% must not read as 99.40%
-        d["n"], pct(d["final_mean"], 3), "-" if d["final_std"] is None else f"{d['final_std']:.2%}",
+        d["n"], pct(d["final_mean"], 3), pct(d["final_std"]),
         pct(d["final_min"]), pct(d["best_epoch_mean"]),
         "-" if d["reached_epoch"] is None else d["reached_epoch"], seconds_text(d["time_to_target_s"]),
         f"{d['params']:,}", d["epochs"], "-" if d["images_per_s"] is None else f"{d['images_per_s']:,.0f}",
@@ -333,7 +326,7 @@ def sections(rows: list[Row]) -> list[tuple[str, list[Row]]]:
     for row in rows:
         title = (
             f"{row.target.id} ({row.target.dataset}): {row.target.rule()}; {row.target.source}"
-            if row.target else f"{row.group.first['dataset']}: no target"
+            if row.target else f"{row.group.first.dataset}: no target"
         )
         if not out or out[-1][0] != title:
             out.append((title, []))
@@ -358,7 +351,7 @@ def render(rows: list[Row], fmt: str = "table", heading_level: int = 2) -> str:
 
     from tabulate import tabulate
 
-    tablefmt = {"table": "simple", "markdown": "github", "html": "html"}[fmt]
+    tablefmt = TABLEFMT[fmt]
     if not rows:
         return {"html": "<p>No runs.</p>\n"}.get(fmt, "No runs.\n\n") + footer(fmt)
     parts = []

@@ -1,10 +1,12 @@
 """Plugin discovery and the name registry (timm-style ``list_models`` / ``create_model``).
 
-Built-in plugins are found exactly as third-party ones are: through the ``cnnbench``
-entry-point group of installed distributions. Modules that are not installed can be
-added with ``--plugin module.path`` or ``BENCH_PLUGINS=mod1,mod2``.
-``BENCH_DISABLE_PLUGIN_AUTOLOAD=1`` loads only cnnbench's own entry points plus the
-modules named explicitly (as pytest's ``PYTEST_DISABLE_PLUGIN_AUTOLOAD`` does).
+Built-in plugins are the modules of ``cnnbench.plugins`` named in ``DEFAULT_PLUGINS``; they
+implement the same hooks a third-party plugin does and are registered first. Third-party
+plugins come from the ``cnnbench`` entry-point group of installed distributions, from
+``BENCH_PLUGINS=mod1,mod2`` and from ``bench --plugin MODULE`` (the current directory is
+importable for those). ``BENCH_DISABLE_PLUGIN_AUTOLOAD=1`` skips the entry points, as
+pytest's ``PYTEST_DISABLE_PLUGIN_AUTOLOAD`` does. ``bench --no-plugin NAME`` blocks one
+plugin (``--no-plugin console`` silences the console output).
 """
 
 from __future__ import annotations
@@ -12,27 +14,37 @@ from __future__ import annotations
 import fnmatch
 import importlib
 import os
+import sys
 from collections.abc import Iterable
 from dataclasses import dataclass
 from importlib import metadata
+from types import ModuleType
 from typing import Any
 
 import pluggy
 
 from . import hookspecs
 from .errors import BenchError, unknown_name
-from .records import (
-    AugmentationSpec,
-    DatasetSpec,
-    LoaderSpec,
-    ModelSpec,
-    NormalizerSpec,
-    Target,
-    resolve,
-)
+from .records import AugmentationSpec, DatasetSpec, LoaderSpec, ModelSpec, NormalizerSpec, Target, resolve
 
 ENTRY_POINT_GROUP = "cnnbench"
 OWN_DISTRIBUTION = "cnnbench"
+BUILTIN_PACKAGE = "cnnbench.plugins"
+# The built-in plugins, in registration order (datasette's DEFAULT_PLUGINS).
+DEFAULT_PLUGINS = (
+    "mnist",
+    "cifar10",
+    "mnist_models",
+    "cifar_models",
+    "normalizers",
+    "augment_rotation",
+    "augment_cifar",
+    "loaders",
+    "ffcv_loader",
+    "ffcv_commands",
+    "targets",
+    "console",
+)
 
 # kind -> (hook name, record type, attribute holding the record's name)
 KINDS: dict[str, tuple[str, type, str]] = {
@@ -43,6 +55,19 @@ KINDS: dict[str, tuple[str, type, str]] = {
     "loaders": ("cnnbench_loaders", LoaderSpec, "name"),
     "targets": ("cnnbench_targets", Target, "id"),
 }
+
+
+@dataclass(frozen=True)
+class PluginSource:
+    """Where a plugin's code comes from: its registered name, module and distribution."""
+
+    name: str
+    module: str
+    distribution: str | None
+    version: str | None
+
+    def as_json(self) -> dict[str, Any]:
+        return {"plugin": self.name, "module": self.module, "distribution": self.distribution, "version": self.version}
 
 
 @dataclass(frozen=True)
@@ -61,51 +86,115 @@ def _env_modules() -> list[str]:
     return [m.strip() for m in os.environ.get("BENCH_PLUGINS", "").split(",") if m.strip()]
 
 
-def _register_module(pm: pluggy.PluginManager, module_name: str, label: str) -> None:
-    if pm.get_plugin(label) is not None:
-        return
+def _own_version() -> str | None:
     try:
-        module = importlib.import_module(module_name)
-    except Exception as exc:  # a broken plugin must not look like a cnnbench crash
+        return metadata.version(OWN_DISTRIBUTION)
+    except metadata.PackageNotFoundError:
+        return None
+
+
+def _distribution_of(module_name: str) -> tuple[str | None, str | None]:
+    """The installed distribution that ships ``module_name`` (None for a loose module)."""
+    top = module_name.split(".", 1)[0]
+    names = metadata.packages_distributions().get(top) or []
+    if not names:
+        return None, None
+    try:
+        return names[0], metadata.version(names[0])
+    except metadata.PackageNotFoundError:
+        return names[0], None
+
+
+def _import(module_name: str, label: str) -> ModuleType:
+    """Import a plugin module; any failure (``sys.exit`` included) is one ``BenchError`` naming it."""
+    try:
+        return importlib.import_module(module_name)
+    except BaseException as exc:  # third-party code: SystemExit and friends included
+        if isinstance(exc, KeyboardInterrupt):
+            raise
         raise BenchError(f"plugin {label!r} ({module_name}) failed to import: {type(exc).__name__}: {exc}") from exc
-    pm.register(module, name=label)
+
+
+class PluginManager(pluggy.PluginManager):
+    """pluggy's manager plus where each plugin came from (for run records)."""
+
+    def __init__(self) -> None:
+        super().__init__(hookspecs.PROJECT)
+        self.add_hookspecs(hookspecs)
+        self.sources: dict[str, PluginSource] = {}
+
+    def add(self, module: ModuleType, label: str, distribution: str | None, version: str | None) -> None:
+        """Register ``module`` as ``label`` once; a module already registered under another name is skipped."""
+        if self.get_plugin(label) is not None or self.is_registered(module) or self.is_blocked(label):
+            return
+        try:
+            self.register(module, name=label)
+        except (ValueError, pluggy.PluginValidationError) as exc:
+            raise BenchError(f"plugin {label!r} ({module.__name__}) is invalid: {exc}") from exc
+        self.sources[label] = PluginSource(label, module.__name__, distribution, version)
+
+    def source(self, label: str) -> PluginSource | None:
+        return self.sources.get(label)
+
+
+def _importable_cwd() -> None:
+    """``bench --plugin my_nets`` from the folder holding ``my_nets.py`` works, as ``python -m`` does."""
+    cwd = os.getcwd()
+    if cwd not in sys.path and "" not in sys.path:
+        sys.path.append(cwd)
+
+
+def make_plugin_manager(extra_modules: Iterable[str] = (), blocked: Iterable[str] = ()) -> PluginManager:
+    """Register every plugin: the built-ins, entry points, ``BENCH_PLUGINS`` and ``extra_modules``."""
+    pm = PluginManager()
+    for label in blocked:
+        pm.set_blocked(label)
+    version = _own_version()
+    for name in DEFAULT_PLUGINS:
+        pm.add(_import(f"{BUILTIN_PACKAGE}.{name}", name), name, OWN_DISTRIBUTION, version)
+    if not _autoload_disabled():
+        for ep in _entry_points():
+            dist = ep.dist.name if ep.dist is not None else None
+            label = f"{dist}:{ep.name}" if dist else ep.name
+            if pm.is_blocked(label):
+                continue
+            try:
+                module = ep.load()
+            except BaseException as exc:
+                if isinstance(exc, KeyboardInterrupt):
+                    raise
+                raise BenchError(
+                    f"plugin {label!r} ({ep.value}) failed to import: {type(exc).__name__}: {exc}"
+                ) from exc
+            pm.add(module, label, dist, ep.dist.version if ep.dist is not None else None)
+    explicit = [*_env_modules(), *extra_modules]
+    if explicit:
+        _importable_cwd()
+    for module_name in explicit:
+        if pm.is_blocked(module_name):
+            continue
+        pm.add(_import(module_name, module_name), module_name, *_distribution_of(module_name))
+    return pm
 
 
 def _entry_points() -> list[metadata.EntryPoint]:
-    found = metadata.entry_points(group=ENTRY_POINT_GROUP)
-    if _autoload_disabled():
-        found = [ep for ep in found if ep.dist is not None and ep.dist.name == OWN_DISTRIBUTION]
     # one entry per name: an editable install can list the same distribution twice
     unique: dict[tuple[str, str], metadata.EntryPoint] = {}
-    for ep in found:
+    for ep in metadata.entry_points(group=ENTRY_POINT_GROUP):
         unique.setdefault((ep.name, ep.value), ep)
     return list(unique.values())
-
-
-def make_plugin_manager(extra_modules: Iterable[str] = ()) -> pluggy.PluginManager:
-    """Discover and register every plugin: entry points, ``BENCH_PLUGINS`` and ``extra_modules``."""
-    pm = pluggy.PluginManager(hookspecs.PROJECT)
-    pm.add_hookspecs(hookspecs)
-    for ep in _entry_points():
-        dist = ep.dist.name if ep.dist is not None else "?"
-        label = ep.name if dist == OWN_DISTRIBUTION else f"{dist}:{ep.name}"
-        try:
-            module = ep.load()
-        except Exception as exc:
-            raise BenchError(f"plugin {label!r} ({ep.value}) failed to import: {type(exc).__name__}: {exc}") from exc
-        if pm.get_plugin(label) is None:
-            pm.register(module, name=label)
-    for module_name in [*_env_modules(), *extra_modules]:
-        _register_module(pm, module_name, module_name)
-    return pm
 
 
 class Registry:
     """Everything the plugins registered, indexed by name; built once per process."""
 
-    def __init__(self, pm: pluggy.PluginManager) -> None:
+    def __init__(self, pm: PluginManager) -> None:
         self.pm = pm
         self._cache: dict[str, dict[str, Registered]] = {}
+
+    @property
+    def hook(self) -> Any:
+        return self.pm.hook
 
     def plugins(self) -> list[tuple[str, str]]:
         """``(plugin name, module)`` for every registered plugin."""
@@ -124,6 +213,7 @@ class Registry:
             plugin = impl.plugin_name
             try:
                 records = impl.function() or []
+                records = list(records)
             except Exception as exc:
                 raise BenchError(
                     f"plugin {plugin!r} raised while registering {kind}: {type(exc).__name__}: {exc}"
@@ -149,6 +239,11 @@ class Registry:
         if name not in entries:
             raise unknown_name(kind[:-1], name, list(entries))
         return entries[name].record
+
+    def source_of(self, kind: str, name: str) -> PluginSource | None:
+        """The plugin (and its distribution) that registered ``name``."""
+        entry = self.entries(kind).get(name)
+        return self.pm.source(entry.plugin) if entry else None
 
     # timm-style conveniences -----------------------------------------------------
 
@@ -181,32 +276,43 @@ class Registry:
     def create_model(self, name: str, normalizer: str | None = None, dropout: float | None = None) -> Any:
         """Build model ``name`` with its norms made by ``normalizer`` (default: the document's)."""
         spec = self.model(name)
-        norm_spec = self.normalizer(normalizer or spec.normalizer)
-        kwargs: dict[str, Any] = {"norm": resolve(norm_spec.factory)}
-        if dropout is not None:
-            kwargs["dropout"] = dropout
-        elif spec.recipe.dropout is not None:
-            kwargs["dropout"] = spec.recipe.dropout
+        return build_model(spec, self.normalizer(normalizer or spec.normalizer), dropout)
+
+
+def build_model(spec: ModelSpec, normalizer: NormalizerSpec, dropout: float | None = None) -> Any:
+    """``spec.factory(norm=..., dropout=...)``; dropout falls back to the recipe's."""
+    kwargs: dict[str, Any] = {"norm": resolve(normalizer.factory)}
+    dropout = dropout if dropout is not None else spec.recipe.dropout
+    if dropout is not None:
+        kwargs["dropout"] = dropout
+    try:
         return resolve(spec.factory)(**kwargs)
+    except BenchError:
+        raise
+    except Exception as exc:  # third-party code
+        raise BenchError(f"model {spec.name!r}: its factory raised {type(exc).__name__}: {exc}") from exc
 
 
 _default: Registry | None = None
 _default_key: tuple[str, ...] = ()
 
 
-def get_registry(extra_modules: Iterable[str] = ()) -> Registry:
-    """The process-wide registry (rebuilt when the set of extra modules changes)."""
+def get_registry(extra_modules: Iterable[str] = (), blocked: Iterable[str] = ()) -> Registry:
+    """The process-wide registry (rebuilt when the set of extra or blocked modules changes)."""
     global _default, _default_key
-    key = (*_env_modules(), *extra_modules, str(_autoload_disabled()))
+    extra_modules, blocked = tuple(extra_modules), tuple(blocked)
+    key = (*_env_modules(), "|", *extra_modules, "|", *blocked, str(_autoload_disabled()))
     if _default is None or key != _default_key:
-        _default = Registry(make_plugin_manager(extra_modules))
+        _default = Registry(make_plugin_manager(extra_modules, blocked))
         _default_key = key
     return _default
 
 
 def list_models(pattern: str = "*", dataset: str | None = None) -> list[str]:
+    """Registered model names matching a shell pattern: ``list_models('mnist*')``."""
     return get_registry().list_models(pattern, dataset)
 
 
 def create_model(name: str, normalizer: str | None = None, dropout: float | None = None) -> Any:
+    """An ``nn.Module`` of model ``name``: ``create_model('mnist_gap', normalizer='layer')``."""
     return get_registry().create_model(name, normalizer, dropout)

@@ -1,23 +1,30 @@
-"""Run records: one JSON file per run in ``results/``, written atomically, never overwritten.
+"""Run data: the typed run info, per-epoch stats and run record, and their JSON files.
 
-Reading is lenient: a malformed or half-written file is skipped with a warning that
-names it, and records of older schema versions are upgraded on read.
+One JSON file per run in ``results/``, written atomically and never overwritten. Reading is
+lenient: a malformed or half-written file is skipped with a warning that names it, and
+records of older schema versions are upgraded on read (``RunRecord.from_json``).
+
+Schema history: 0 had no ``schema_version``; 1 added it; 2 added ``plugins`` (which
+plugin and distribution supplied the model, dataset, augmentation, normalizer, loader).
+Keys a plugin adds to a record at ``cnnbench_run_end`` (``record.extra``) are kept as
+top-level keys of the file.
 """
 
 from __future__ import annotations
 
 import json
-import os
+import math
 import secrets
-import tempfile
 import warnings
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, field, fields
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-SCHEMA_VERSION = 1
+from .files import write_exclusive
+
+SCHEMA_VERSION = 2
 REQUIRED = ("run_id", "model", "dataset", "params", "epochs", "final_test_acc", "best_test_acc")
 
 
@@ -25,37 +32,196 @@ class RecordWarning(UserWarning):
     """A results file that could not be used."""
 
 
-def new_run_id(model: str, seed: int, now: datetime | None = None) -> str:
-    stamp = (now or datetime.now(UTC)).strftime("%Y%m%dT%H%M%SZ")
-    return f"{stamp}-{model}-s{seed}-{secrets.token_hex(4)}"
+@dataclass(frozen=True)
+class RunInfo:
+    """What a run is, known before its first epoch; lifecycle hooks receive it as ``run``.
+
+    ``recipe`` is the recipe as a dict (``dataclasses.asdict(Recipe)``) with the command
+    line's overrides applied; ``device`` is the torch device string (``cpu``, ``cuda:0``).
+    """
+
+    run_id: str
+    model: str
+    dataset: str
+    normalizer: str
+    augmentation: str
+    loader: str
+    params: int
+    recipe: dict[str, Any]
+    seed: int
+    device: str
+    precision: str
 
 
-def write_exclusive(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` via a temporary file and a hard link, so the file
-    appears whole or not at all, and an existing file is never replaced."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.chmod(tmp, 0o644)
-        os.link(tmp, path)  # fails with FileExistsError instead of overwriting
-    finally:
-        os.unlink(tmp)
+@dataclass(frozen=True)
+class EpochStats:
+    """One epoch's metrics (``cnnbench_epoch_end`` receives it as ``epoch``).
+
+    Losses are mean NLL per image; accuracies are fractions in [0, 1]; ``lr`` is the learning
+    rate at the epoch's start; ``seconds`` covers training and evaluation; ``images_per_s``
+    is the training throughput alone.
+    """
+
+    epoch: int
+    test_acc: float
+    train_loss: float | None = None
+    train_acc: float | None = None
+    test_loss: float | None = None
+    lr: float | None = None
+    seconds: float | None = None
+    images_per_s: float | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        keys = ("epoch", "train_loss", "train_acc", "test_loss", "test_acc", "lr", "seconds", "images_per_s")
+        return {k: getattr(self, k) for k in keys if getattr(self, k) is not None or k == "test_acc"}
+
+    @classmethod
+    def from_json(cls, data: Any) -> EpochStats:
+        if type(data) is not dict:
+            raise ValueError(f"an epoch is {type(data).__name__}, not an object")
+        epoch = data.get("epoch")
+        if type(epoch) is not int:
+            raise ValueError(f"epoch number {epoch!r} is not an integer")
+        values = [data.get(key) for key in _EPOCH_NUMBERS]
+        for key, value in zip(_EPOCH_NUMBERS, values, strict=True):
+            if value is not None and not _is_number(value):
+                raise ValueError(f"epoch {epoch}: {key} {value!r} is not a number")
+        if values[0] is None:
+            raise ValueError(f"epoch {epoch}: no test_acc")
+        return cls(epoch, *values)
 
 
-def write_record(record: dict[str, Any], results_dir: Path) -> Path:
-    """Write ``record`` as ``<results_dir>/<run_id>.json``; returns the path."""
-    path = Path(results_dir) / f"{record['run_id']}.json"
-    write_exclusive(path, (json.dumps(record, indent=1, sort_keys=False) + "\n").encode())
-    return path
+_EPOCH_NUMBERS = ("test_acc", "train_loss", "train_acc", "test_loss", "lr", "seconds", "images_per_s")
+
+
+@dataclass
+class RunRecord:
+    """Everything one run measured; ``to_json`` gives the file's keys in their fixed order."""
+
+    run_id: str
+    model: str
+    dataset: str
+    params: int
+    epochs: list[EpochStats]
+    final_test_acc: float
+    best_test_acc: float
+    normalizer: str = "batch"
+    augmentation: str = "none"
+    loader: str = "memory"
+    recipe: dict[str, Any] = field(default_factory=dict)
+    seed: int | None = None
+    device: str | None = None
+    precision: str = "fp32"
+    created: str | None = None
+    command: str | None = None
+    source: str | None = None
+    epochs_run: int | None = None
+    best_epoch: int | None = None
+    per_class_acc: dict[str, float] = field(default_factory=dict)
+    confusion: list[list[int]] | None = None
+    train_images: int | None = None
+    test_images: int | None = None
+    total_seconds: float | None = None
+    images_per_s: float | None = None
+    stopped_by: str | None = None
+    threads: int | None = None
+    machine: dict[str, Any] = field(default_factory=dict)
+    versions: dict[str, str] = field(default_factory=dict)
+    git: dict[str, Any] = field(default_factory=dict)
+    weights: str | None = None
+    plugins: dict[str, Any] = field(default_factory=dict)
+    schema_version: int = SCHEMA_VERSION
+    extra: dict[str, Any] = field(default_factory=dict)  # keys plugins added; saved top level
+
+    # the order of keys in the file (schema 1 order, then what later schemas added)
+    ORDER = (
+        "schema_version", "run_id", "model", "dataset", "normalizer", "augmentation", "loader", "params", "recipe",
+        "seed", "device", "precision", "created", "command", "source", "epochs", "epochs_run", "final_test_acc",
+        "best_test_acc", "best_epoch", "per_class_acc", "confusion", "train_images", "test_images", "total_seconds",
+        "images_per_s", "stopped_by", "threads", "machine", "versions", "git", "weights", "plugins",
+    )
+
+    @property
+    def n_epochs(self) -> int:
+        return self.epochs_run if self.epochs_run is not None else len(self.epochs)
+
+    def to_json(self) -> dict[str, Any]:
+        data: dict[str, Any] = {}
+        for key in self.ORDER:
+            value = getattr(self, key)
+            data[key] = [e.to_json() for e in value] if key == "epochs" else value
+        for key, value in self.extra.items():
+            data.setdefault(key, value)
+        return data
+
+    @classmethod
+    def from_json(cls, data: Any) -> RunRecord:
+        """A record from a file's JSON object, upgraded to the current schema; ``ValueError`` says what is wrong."""
+        if not isinstance(data, dict):
+            raise ValueError("not a JSON object")
+        missing = [key for key in REQUIRED if data.get(key) is None]
+        if missing:
+            raise ValueError(f"missing {', '.join(missing)}")
+        data = upgrade(dict(data))
+        known = _RECORD_FIELDS
+        kwargs = {k: v for k, v in data.items() if k in known and v is not None}
+        kwargs["extra"] = {k: v for k, v in data.items() if k not in known}
+        if not isinstance(data["epochs"], list) or not data["epochs"]:
+            raise ValueError("epochs is not a non-empty list")
+        kwargs["epochs"] = [EpochStats.from_json(e) for e in data["epochs"]]
+        _check_types(kwargs)
+        return cls(**kwargs)
+
+    def as_dict(self) -> dict[str, Any]:
+        """Plain-dict view (``to_json`` without the plugin extras)."""
+        data = asdict(self)
+        data.pop("extra")
+        return data
+
+
+_RECORD_FIELDS = frozenset(f.name for f in fields(RunRecord)) - {"extra"}
+
+
+def _is_number(value: Any) -> bool:
+    """A finite int or float (``bool`` is not a number here)."""
+    return type(value) in (int, float) and math.isfinite(value)
+
+
+_TYPES: dict[str, tuple[type, ...]] = {
+    "run_id": (str,), "model": (str,), "dataset": (str,), "normalizer": (str,), "augmentation": (str,),
+    "loader": (str,), "precision": (str,), "params": (int,), "recipe": (dict,), "per_class_acc": (dict,),
+    "machine": (dict,), "versions": (dict,), "git": (dict,), "plugins": (dict,), "confusion": (list,),
+    "seed": (int,), "epochs_run": (int,), "best_epoch": (int,), "train_images": (int,), "test_images": (int,),
+    "threads": (int,), "weights": (str,), "device": (str,), "created": (str,), "command": (str,), "source": (str,),
+    "stopped_by": (str,),
+}
+
+
+def _check_types(kwargs: dict[str, Any]) -> None:
+    for key, types in _TYPES.items():
+        value = kwargs.get(key)
+        if value is not None and (not isinstance(value, types) or isinstance(value, bool)):
+            raise ValueError(f"{key} is {type(value).__name__}, expected {types[0].__name__}")
+    for key in ("final_test_acc", "best_test_acc"):
+        if not _is_number(kwargs[key]) or not 0 <= kwargs[key] <= 1:
+            raise ValueError(f"{key} {kwargs[key]!r} is not a fraction in [0, 1]")
+    if kwargs["params"] < 0:
+        raise ValueError(f"params {kwargs['params']} is negative")
+    for key in ("total_seconds", "images_per_s"):
+        if kwargs.get(key) is not None and not _is_number(kwargs[key]):
+            raise ValueError(f"{key} {kwargs[key]!r} is not a number")
+    if not all(isinstance(k, str) and _is_number(v) for k, v in kwargs.get("per_class_acc", {}).items()):
+        raise ValueError("per_class_acc is not a map of class names to numbers")
+    confusion = kwargs.get("confusion")
+    if confusion is not None and not all(type(row) is list and all(type(v) is int for v in row) for row in confusion):
+        raise ValueError("confusion is not a list of integer rows")
 
 
 def upgrade(record: dict[str, Any]) -> dict[str, Any]:
-    """Bring an older record up to the current schema (version 0 had no version field)."""
+    """Bring an older record's JSON up to the current schema (version 0 had no version field)."""
     version = record.get("schema_version", 0)
+    if not isinstance(version, int) or isinstance(version, bool):
+        raise ValueError(f"schema_version {version!r} is not an integer")
     if version > SCHEMA_VERSION:
         raise ValueError(f"schema version {version} is newer than this cnnbench reads ({SCHEMA_VERSION})")
     record.setdefault("normalizer", "batch")
@@ -63,28 +229,41 @@ def upgrade(record: dict[str, Any]) -> dict[str, Any]:
     record.setdefault("loader", "memory")
     record.setdefault("precision", "fp32")
     record.setdefault("per_class_acc", {})
+    record.setdefault("plugins", {})  # 1 -> 2: unknown for older runs
     record["schema_version"] = SCHEMA_VERSION
     return record
+
+
+def new_run_id(model: str, seed: int, now: datetime | None = None) -> str:
+    stamp = (now or datetime.now(UTC)).strftime("%Y%m%dT%H%M%SZ")
+    return f"{stamp}-{model}-s{seed}-{secrets.token_hex(4)}"
+
+
+def record_json(record: RunRecord) -> bytes:
+    """The file's bytes: strict JSON (a NaN or infinity is refused, never written as a bare token)."""
+    return (json.dumps(record.to_json(), indent=1, allow_nan=False) + "\n").encode()
+
+
+def write_record(record: RunRecord, results_dir: Path) -> Path:
+    """Write ``record`` as ``<results_dir>/<run_id>.json``; returns the path."""
+    path = Path(results_dir) / f"{record.run_id}.json"
+    write_exclusive(path, record_json(record))
+    return path
 
 
 @dataclass(frozen=True)
 class LoadedRecord:
     path: Path
-    data: dict[str, Any]
+    data: RunRecord
 
 
-def read_record(path: Path) -> dict[str, Any]:
+def read_record(path: Path) -> RunRecord:
     """Read and validate one record; raises ``ValueError`` saying what is wrong."""
     try:
         data = json.loads(Path(path).read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
         raise ValueError(f"not readable JSON ({exc})") from exc
-    if not isinstance(data, dict):
-        raise ValueError("not a JSON object")
-    missing = [key for key in REQUIRED if key not in data]
-    if missing:
-        raise ValueError(f"missing {', '.join(missing)}")
-    return upgrade(data)
+    return RunRecord.from_json(data)
 
 
 def iter_records(results_dir: Path) -> Iterator[LoadedRecord]:

@@ -23,8 +23,7 @@ import os
 from collections.abc import Callable
 from typing import Any
 
-from harness import hookimpl
-from harness.records import AugmentationSpec, DatasetSpec
+from cnnbench import AugmentationSpec, DatasetSpec, hookimpl
 
 FLIP_P = 0.5
 SHIFT = 0.0625  # fraction of the side, albumentations' ShiftScaleRotate default

@@ -7,8 +7,7 @@ import math
 from collections.abc import Callable
 from typing import Any
 
-from harness import hookimpl
-from harness.records import AugmentationSpec, DatasetSpec
+from cnnbench import AugmentationSpec, DatasetSpec, hookimpl
 
 DEGREES = 10.0
 

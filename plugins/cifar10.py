@@ -1,7 +1,7 @@
 """The CIFAR-10 dataset, read from the official ``cifar-10-batches-py`` folder (the
 "python version"), checked against the published md5s and held in memory as uint8 tensors.
 
-The batches are pickles; they are read with ``plugins.cifar_unpickle``, which admits only
+The batches are pickles; they are read with ``cnnbench.plugins.cifar_unpickle``, which admits only
 what the official files contain, so a crafted batch cannot run code.
 """
 
@@ -10,10 +10,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from harness import hookimpl
-from harness.datadir import md5sum, resolve_data_dir
-from harness.errors import BenchError
-from harness.records import DatasetSpec
+from cnnbench import BenchError, DatasetSpec, hookimpl
+from cnnbench.datadir import md5sum, resolve_data_dir
 
 FOLDER = "cifar-10-batches-py"
 SPLITS = {
@@ -140,16 +138,7 @@ def load(data_dir: str | Path | None, split: str) -> tuple[Any, Any]:
 @hookimpl
 def cnnbench_datasets() -> list[DatasetSpec]:
     return [
-        DatasetSpec(
-            name="cifar10",
-            load=load,
-            description="CIFAR-10, 50k train / 10k test, 32x32 RGB, 10 classes",
-            image_shape=(3, 32, 32),
-            num_classes=10,
-            mean=MEAN,
-            std=STD,
-            class_names=CLASS_NAMES,
-            train_size=5 * PER_BATCH,
-            test_size=PER_BATCH,
-        )
+        DatasetSpec(name="cifar10", load=load, description="CIFAR-10, 50k train / 10k test, 32x32 RGB, 10 classes",
+                    image_shape=(3, 32, 32), num_classes=10, mean=MEAN, std=STD, class_names=CLASS_NAMES,
+                    train_size=5 * PER_BATCH, test_size=PER_BATCH)
     ]

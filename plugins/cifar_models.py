@@ -7,10 +7,9 @@ dilated separable blocks) and ``cifar_c13`` (seed 003: the C1-C13 listing).
 
 from __future__ import annotations
 
-from harness import hookimpl
-from harness.records import ModelSpec, Recipe
+from cnnbench import ModelSpec, Recipe, hookimpl
 
-NETS = "plugins.nets.cifar"
+NETS = "cnnbench.plugins.nets.cifar"
 
 
 @hookimpl

@@ -32,9 +32,8 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from harness.datadir import md5sum, resolve_data_dir
-from harness.errors import BenchError
-from harness.records import DatasetSpec, resolve
+from cnnbench import BenchError, DatasetSpec, resolve
+from cnnbench.datadir import md5sum, resolve_data_dir
 
 FORMAT_VERSION = 1
 INSTALL_HINT = "pip install 'cnnbench[ffcv]' (needs apt: pkg-config libturbojpeg0-dev libopencv-dev)"

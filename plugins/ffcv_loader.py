@@ -1,6 +1,6 @@
 """The ``ffcv`` loader: batches read from a ``.beton`` file by ffcv's compiled pipeline.
 
-The split is converted once (``plugins.ffcv_convert``; ``bench convert`` does it ahead of
+The split is converted once (``cnnbench.plugins.ffcv_convert``; ``bench convert`` does it ahead of
 time) and reused while its source files are unchanged. Each batch is decoded by ffcv,
 moved to the run's device as uint8 right after decoding, and finished there exactly as the
 in-memory loader finishes it (``BatchFinisher``: uint8 -> float in [0, 1] -> batch
@@ -34,9 +34,7 @@ import os
 from collections.abc import Iterator
 from typing import Any
 
-from harness import hookimpl
-from harness.errors import BenchError
-from harness.records import LoaderRequest, LoaderSpec
+from cnnbench import BenchError, LoaderRequest, LoaderSpec, hookimpl
 
 from .ffcv_convert import INSTALL_HINT
 
@@ -155,7 +153,7 @@ class FfcvLoader:
 def cnnbench_loaders() -> list[LoaderSpec]:
     return [
         LoaderSpec(
-            "ffcv", "plugins.ffcv_loader:FfcvLoader",
+            "ffcv", "cnnbench.plugins.ffcv_loader:FfcvLoader",
             "ffcv .beton files (converted on first use), decoded by ffcv, finished on the device",
             requires=("ffcv",), install_hint=INSTALL_HINT,
         )

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from harness.errors import BenchError
+from cnnbench import BenchError
 
 IMAGES_MAGIC = 2051  # 0x00000803: unsigned byte, 3 dimensions
 LABELS_MAGIC = 2049  # 0x00000801: unsigned byte, 1 dimension

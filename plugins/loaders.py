@@ -12,8 +12,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any
 
-from harness import hookimpl
-from harness.records import LoaderRequest, LoaderSpec, resolve
+from cnnbench import LoaderRequest, LoaderSpec, hookimpl, resolve
 
 
 def build_augmentation(request: LoaderRequest) -> tuple[str, Any]:

@@ -6,10 +6,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from harness import hookimpl
-from harness.datadir import md5sum, resolve_data_dir
-from harness.errors import BenchError
-from harness.records import DatasetSpec
+from cnnbench import BenchError, DatasetSpec, hookimpl
+from cnnbench.datadir import md5sum, resolve_data_dir
 
 FILES = {
     "train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", 60_000),
@@ -83,16 +81,7 @@ def load(data_dir: str | Path | None, split: str) -> tuple[Any, Any]:
 @hookimpl
 def cnnbench_datasets() -> list[DatasetSpec]:
     return [
-        DatasetSpec(
-            name="mnist",
-            load=load,
-            description="MNIST handwritten digits, 60k train / 10k test, 28x28 grey",
-            image_shape=(1, 28, 28),
-            num_classes=10,
-            mean=MEAN,
-            std=STD,
-            class_names=tuple(str(d) for d in range(10)),
-            train_size=60_000,
-            test_size=10_000,
-        )
+        DatasetSpec(name="mnist", load=load, description="MNIST handwritten digits, 60k train / 10k test, 28x28 grey",
+                    image_shape=(1, 28, 28), num_classes=10, mean=MEAN, std=STD,
+                    class_names=tuple(str(d) for d in range(10)), train_size=60_000, test_size=10_000)
     ]

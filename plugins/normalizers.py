@@ -13,8 +13,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from harness import hookimpl
-from harness.records import NormalizerSpec
+from cnnbench import NormalizerSpec, hookimpl
 
 GROUPS = 4
 

@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-from harness import hookimpl
-from harness.records import Target
+from cnnbench import Target, hookimpl
 
 
 @hookimpl

@@ -18,7 +18,7 @@ def data_dir() -> Path:
 
 @pytest.fixture(scope="session")
 def registry():
-    from harness.registry import get_registry
+    from cnnbench.registry import get_registry
 
     return get_registry()
 

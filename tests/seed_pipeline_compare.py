@@ -63,8 +63,8 @@ def seeds_pipeline(data_dir: str, batch_size: int, workers: int):
 
 
 def cnnbench_pipeline(data_dir: str, batch_size: int):
-    from harness.records import LoaderRequest, resolve
-    from harness.registry import get_registry
+    from cnnbench.records import LoaderRequest, resolve
+    from cnnbench.registry import get_registry
 
     registry = get_registry()
     dataset = registry.dataset("mnist")
@@ -92,7 +92,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
 
-    from harness.registry import create_model
+    from cnnbench.registry import create_model
 
     results = {}
     pipelines = [
@@ -111,7 +111,7 @@ def main() -> None:
     ours = results["cnnbench memory + batched rotate10"]["images_per_s"]
     print(f"ratio cnnbench / best seeds pipeline: {ours / fastest_seed:.2f}x")
     if args.out:
-        from harness import provenance
+        from cnnbench import provenance
 
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(

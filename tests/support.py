@@ -13,8 +13,11 @@ if str(PLUGIN_FIXTURES) not in sys.path:
     sys.path.insert(0, str(PLUGIN_FIXTURES))
 
 
-def make_registry(*modules: str):
-    """A fresh registry with the installed plugins plus ``modules`` (not the cached one)."""
-    from harness.registry import Registry, make_plugin_manager
+BENCH = Path(sys.executable).parent / "bench"
 
-    return Registry(make_plugin_manager(modules))
+
+def make_registry(*modules: str, blocked: tuple[str, ...] = ()):
+    """A fresh registry with the installed plugins plus ``modules`` (not the cached one)."""
+    from cnnbench.registry import Registry, make_plugin_manager
+
+    return Registry(make_plugin_manager(modules, blocked))

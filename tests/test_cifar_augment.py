@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from harness.errors import BenchError
-from plugins import augment_cifar as aug
+from cnnbench.errors import BenchError
+from cnnbench.plugins import augment_cifar as aug
 
 
 @pytest.fixture(scope="module")
@@ -99,8 +99,8 @@ def test_batch_cutout_fills_a_square_with_the_mean(spec, images, monkeypatch) ->
 
 
 def test_batch_pipeline_runs_on_the_trainers_loader(registry, spec, images) -> None:
-    from harness.records import LoaderRequest
-    from plugins.loaders import MemoryLoader
+    from cnnbench.plugins.loaders import MemoryLoader
+    from cnnbench.records import LoaderRequest
 
     for name in ("cifar-batch", "cifar-album"):
         request = LoaderRequest(
@@ -113,8 +113,8 @@ def test_batch_pipeline_runs_on_the_trainers_loader(registry, spec, images) -> N
 
 
 def test_refused_for_mnist_models(registry, tmp_path) -> None:
-    from harness.train import RunConfig, train
+    from cnnbench.plan import Overrides, make_plan
 
-    recipe = registry.model("mnist_gap").recipe.updated(augmentation="cifar-batch", epochs=1)
+    overrides = Overrides(augmentation="cifar-batch", epochs=1, results_dir=tmp_path)
     with pytest.raises(BenchError, match="'cifar-batch' is for cifar10, not mnist"):
-        train(RunConfig(model="mnist_gap", recipe=recipe, results_dir=str(tmp_path)), registry)
+        make_plan(registry, "mnist_gap", overrides)

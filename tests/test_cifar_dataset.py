@@ -10,10 +10,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from harness.datadir import md5sum
-from harness.errors import BenchError
-from plugins import cifar10
-from plugins.cifar_unpickle import UnsafePickleError, restricted_loads
+from cnnbench.datadir import md5sum
+from cnnbench.errors import BenchError
+from cnnbench.plugins import cifar10
+from cnnbench.plugins.cifar_unpickle import UnsafePickleError, restricted_loads
 
 
 @pytest.fixture(scope="module")
@@ -177,6 +177,9 @@ def test_plugin_module_does_not_import_torch() -> None:
     import subprocess
     import sys
 
-    code = "import sys, plugins.cifar10, plugins.cifar_models, plugins.augment_cifar; print('torch' in sys.modules)"
+    code = (
+        "import sys, cnnbench.plugins.cifar10, cnnbench.plugins.cifar_models, cnnbench.plugins.augment_cifar; "
+        "print('torch' in sys.modules)"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"

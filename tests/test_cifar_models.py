@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from harness.summary import layer_table
+from cnnbench.summary import layer_table
 
 # Seed 001's model summary, row by row: layer type, output C x H x W, parameters.
 SEED001 = """
@@ -134,7 +134,7 @@ def test_seed003_structure(registry) -> None:
 
 
 def test_seed002_is_residual_and_dilated(registry) -> None:
-    from plugins.nets.cifar import SeparableBlock
+    from cnnbench.plugins.nets.cifar import SeparableBlock
 
     model = registry.create_model("cifar_dilated_res")
     blocks = [m for m in model.modules() if isinstance(m, SeparableBlock)]

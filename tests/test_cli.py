@@ -11,7 +11,7 @@ import torch
 from click.testing import CliRunner
 from support import PLUGIN_FIXTURES, ROOT
 
-from harness.cli import main
+from cnnbench.cli import main
 
 
 def bench(*args: str, env: dict | None = None):
@@ -78,7 +78,7 @@ def test_plugin_errors_are_one_line():
 
 def test_list_and_help_do_not_import_torch():
     code = (
-        "import sys\nfrom harness.cli import main\n"
+        "import sys\nfrom cnnbench.cli import main\n"
         "for args in (['--help'], ['list'], ['list', 'models', '--pattern', 'mnist*']):\n"
         "    try:\n        main(args)\n    except SystemExit as e:\n        assert not e.code, e.code\n"
         "heavy = [m for m in ('torch', 'torchvision', 'ffcv', 'albumentations') if m in sys.modules]\n"
@@ -131,7 +131,7 @@ def test_tiny_end_to_end_run(tmp_path, data_dir):
     assert sum(map(sum, record["confusion"])) == 500
     assert "class" in result.output and "test acc" in result.output  # per-class table
     state = torch.load(tmp_path / record["weights"], weights_only=True)
-    model = __import__("harness.registry", fromlist=["x"]).create_model("mnist_gap")
+    model = __import__("cnnbench.registry", fromlist=["x"]).create_model("mnist_gap")
     model.load_state_dict(state)
 
 
@@ -198,3 +198,41 @@ def test_seeds_and_lifecycle_hooks(tmp_path, data_dir):
 def test_env_plugins_variable_adds_models():
     result = bench("list", "models", env={"BENCH_PLUGINS": "extra_model", "PYTHONPATH": str(PLUGIN_FIXTURES)})
     assert result.exit_code == 0 and "extra_net" in result.output
+
+
+def test_plugin_adds_a_command():
+    result = bench("--plugin", "command_plugin", "hello", "--name", "bench")
+    assert result.exit_code == 0 and result.output.strip() == "hello bench"
+    assert "hello" in bench("--plugin", "command_plugin", "--help").output
+
+
+def test_plugin_command_clashing_with_a_builtin_is_one_line():
+    assert_one_line_error(bench("--plugin", "clash_command", "run", "--model", "x"), "clash_command", "'run'")
+
+
+def test_convert_is_the_ffcv_plugins_command():
+    from cnnbench.cli import main as group
+
+    assert "convert" not in group.commands  # the core does not own it
+    result = bench("--help")
+    assert result.exit_code == 0 and "convert" in result.output
+    assert "convert" not in bench("--no-plugin", "ffcv_commands", "--help").output
+
+
+def test_list_pattern_without_match_is_one_line():
+    assert_one_line_error(bench("list", "models", "--pattern", "resnet*"), "no model matches 'resnet*'", "mnist_gap")
+
+
+def test_run_help_shows_the_limit_options():
+    out = bench("run", "--help").output
+    assert "--limit-train" in out and "--limit-test" in out and "--no-weights" in out
+
+
+def test_console_is_a_plugin_that_can_be_replaced(tmp_path, data_dir):
+    args = ["run", "--model", "mnist_step2", "--epochs", "1", "--limit-train", "256", "--limit-test", "128",
+            "--data-dir", str(data_dir), "--results-dir", str(tmp_path), "--no-progress"]
+    result = bench("--no-plugin", "console", "--plugin", "quiet_reporter", *args)
+    assert result.exit_code == 0, result.output
+    [line] = result.output.strip().splitlines()
+    assert line.startswith("QUIET mnist_step2 ")
+    assert len(list(tmp_path.glob("*.json"))) == 1

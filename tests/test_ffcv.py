@@ -17,12 +17,12 @@ import torch
 from click.testing import CliRunner
 from support import ROOT
 
-from harness.cli import main
-from harness.errors import BenchError
-from harness.records import DatasetSpec, LoaderRequest, resolve
-from plugins.ffcv_convert import ensure_beton, stamp_path, validate
-from plugins.ffcv_loader import FfcvLoader
-from plugins.loaders import MemoryLoader
+from cnnbench.cli import main
+from cnnbench.errors import BenchError
+from cnnbench.plugins.ffcv_convert import ensure_beton, stamp_path, validate
+from cnnbench.plugins.ffcv_loader import FfcvLoader
+from cnnbench.plugins.loaders import MemoryLoader
+from cnnbench.records import DatasetSpec, LoaderRequest, resolve
 
 # ffcv is an optional extra; everything but the last test needs it
 needs_ffcv = pytest.mark.skipif(importlib.util.find_spec("ffcv") is None, reason="pip install 'cnnbench[ffcv]'")
@@ -129,7 +129,7 @@ def test_loader_keeps_torch_thread_count(registry, splits, data_dir):
 def test_import_keeps_torch_thread_count():
     code = (
         "import torch\ntorch.set_num_threads(2)\n"
-        "from plugins.ffcv_convert import require_ffcv\nrequire_ffcv()\n"
+        "from cnnbench.plugins.ffcv_convert import require_ffcv\nrequire_ffcv()\n"
         "print(torch.get_num_threads())\n"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, check=True)
@@ -266,7 +266,7 @@ def test_without_ffcv_the_loader_is_a_one_line_error_and_the_rest_works(tmp_path
                                "--no-progress"])
     assert run.exit_code == 0, run.output
     with pytest.raises(BenchError, match="pip install 'cnnbench"):
-        from plugins.ffcv_convert import require_ffcv
+        from cnnbench.plugins.ffcv_convert import require_ffcv
 
         require_ffcv()
 
@@ -290,8 +290,8 @@ def test_cuda_batches_match_memory_loader_behind_a_busy_gpu(registry, splits, da
 
 CONVERT_AND_READ = """
 import sys
-from plugins.ffcv_convert import ensure_beton
-from plugins.mnist import cnnbench_datasets
+from cnnbench.plugins.ffcv_convert import ensure_beton
+from cnnbench.plugins.mnist import cnnbench_datasets
 spec = cnnbench_datasets()[0]
 done = ensure_beton(spec, "test", sys.argv[1], out_dir=sys.argv[2], log=lambda m: print(m, flush=True))
 print("wrote" if done.written else "reused", flush=True)

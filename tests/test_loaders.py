@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from harness.records import LoaderRequest, resolve
+from cnnbench.records import LoaderRequest, resolve
 
 
 @pytest.fixture(scope="module")
@@ -72,7 +72,7 @@ def test_drop_last_and_len(registry, mnist_test):
 
 
 def test_batched_rotation(registry):
-    from plugins.augment_rotation import batched_rotation
+    from cnnbench.plugins.augment_rotation import batched_rotation
 
     dataset = registry.dataset("mnist")
     x = torch.zeros(64, 1, 28, 28)
@@ -93,7 +93,7 @@ def test_batched_rotation(registry):
 def test_per_sample_rotation_keeps_shape(registry):
     import numpy as np
 
-    from plugins.augment_rotation import sample_rotation
+    from cnnbench.plugins.augment_rotation import sample_rotation
 
     image = np.zeros((28, 28, 1), dtype=np.uint8)
     image[4:24, 13:15] = 255

@@ -8,9 +8,9 @@ import struct
 
 import pytest
 
-from harness.errors import BenchError
-from plugins import mnist
-from plugins.idx import IMAGES_MAGIC, read_idx
+from cnnbench.errors import BenchError
+from cnnbench.plugins import mnist
+from cnnbench.plugins.idx import IMAGES_MAGIC, read_idx
 
 TRAIN_COUNTS = [5923, 6742, 5958, 6131, 5842, 5421, 5918, 6265, 5851, 5949]
 TEST_COUNTS = [980, 1135, 1032, 1010, 982, 892, 958, 1028, 974, 1009]
@@ -105,7 +105,7 @@ def test_missing_files_say_where_and_how(tmp_path, monkeypatch):
 
 
 def test_data_dir_resolution(monkeypatch, tmp_path):
-    from harness.datadir import resolve_data_dir
+    from cnnbench.datadir import resolve_data_dir
 
     monkeypatch.setenv("BENCH_DATA_DIR", str(tmp_path))
     assert str(resolve_data_dir("given")) == "given"

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from harness.summary import layer_table
-from plugins.normalizers import group_count
+from cnnbench.plugins.normalizers import group_count
+from cnnbench.summary import layer_table
 
 # model -> (documented params, output shape after each conv as the document's summary lists them)
 DOCUMENTED = {
@@ -111,7 +111,7 @@ def test_group_count_divides_channels(channels, groups):
 
 
 def test_summary_command_text(registry):
-    from harness.summary import render_summary
+    from cnnbench.summary import render_summary
 
     text = render_summary(registry, "mnist_gap")
     assert "Total params: 7,852" in text and "Final receptive field: 28 px" in text

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -30,7 +31,7 @@ def site(tmp_path_factory):
             "--no-index",
             "--target",
             str(target),
-            str(EXAMPLE),
+            str(source),
         ],
         check=True,
         capture_output=True,
@@ -38,11 +39,15 @@ def site(tmp_path_factory):
     return target
 
 
-def bench_list(site, **env):
+def bench(site, *args, **env):
     environment = {**os.environ, "PYTHONPATH": str(site), **env}
     environment.pop("BENCH_PLUGINS", None)
-    code = "from harness.cli import main; main(['list', 'models'])"
+    code = f"from cnnbench.cli import main; main({list(args)!r})"
     return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=environment, cwd=ROOT)
+
+
+def bench_list(site, **env):
+    return bench(site, "list", "models", **env)
 
 
 def test_installed_plugin_is_discovered(site):
@@ -56,3 +61,20 @@ def test_autoload_switch_skips_third_party_but_not_builtins(site):
     result = bench_list(site, BENCH_DISABLE_PLUGIN_AUTOLOAD="1")
     assert result.returncode == 0, result.stderr
     assert "example_tiny" not in result.stdout and "mnist_gap" in result.stdout
+
+
+def test_example_trains_and_its_record_names_the_distribution(site, tmp_path, data_dir):
+    result = bench(site, "run", "--model", "example_tiny", "--epochs", "1", "--limit-train", "512", "--limit-test",
+                   "128", "--data-dir", str(data_dir), "--results-dir", str(tmp_path), "--no-progress")
+    assert result.returncode == 0, result.stderr
+    [path] = tmp_path.glob("*.json")
+    record = json.loads(path.read_text())
+    assert record["params"] == 1_432
+    assert record["plugins"]["model"] == {
+        "plugin": "cnnbench-example-plugin:example", "module": "cnnbench_example",
+        "distribution": "cnnbench-example-plugin", "version": "0.1.0",
+    }
+
+
+def test_source_tree_stays_clean(site):
+    assert not (EXAMPLE / "build").exists() and not list(EXAMPLE.glob("*.egg-info"))

@@ -5,13 +5,13 @@ from __future__ import annotations
 import pytest
 from support import make_registry
 
-from harness.errors import BenchError
-from harness.records import ModelSpec
+from cnnbench.errors import BenchError
+from cnnbench.records import ModelSpec
 
 BUILTIN_PLUGINS = {"mnist", "mnist_models", "normalizers", "augment_rotation", "loaders", "targets"}
 
 
-def test_builtins_come_from_entry_points(registry):
+def test_builtins_are_registered_from_the_default_tuple(registry):
     names = {name for name, _ in registry.plugins()}
     assert BUILTIN_PLUGINS <= names
 

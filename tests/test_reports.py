@@ -9,8 +9,8 @@ import pytest
 from click.testing import CliRunner
 from test_leaderboard import make_record  # tests/ is on sys.path (no __init__.py)
 
-from harness.cli import main
-from harness.reports import resolve_run
+from cnnbench.cli import main
+from cnnbench.reports import resolve_run
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -29,9 +29,9 @@ def two_runs(tmp_path: Path) -> tuple[Path, dict, dict]:
 
 def test_run_is_found_by_id_prefix_or_path(two_runs):
     results, a, _ = two_runs
-    assert resolve_run(a["run_id"], results)[1]["run_id"] == a["run_id"]
-    assert resolve_run(a["run_id"][:20], results)[1]["run_id"] == a["run_id"]
-    assert resolve_run(str(results / f"{a['run_id']}.json"), "elsewhere")[1]["run_id"] == a["run_id"]
+    assert resolve_run(a["run_id"], results)[1].run_id == a["run_id"]
+    assert resolve_run(a["run_id"][:20], results)[1].run_id == a["run_id"]
+    assert resolve_run(str(results / f"{a['run_id']}.json"), "elsewhere")[1].run_id == a["run_id"]
 
 
 @pytest.mark.parametrize("ref, message", [("2026", "is ambiguous"), ("nope", "no run 'nope'")])
@@ -89,8 +89,8 @@ def test_misclassified_grid_matches_the_recorded_confusion(tmp_path: Path, data_
     """Weights of a fresh model, scored by the trainer's own evaluate(); the report must find the same errors."""
     import torch
 
-    from harness.records import LoaderRequest, resolve
-    from harness.train import autocast, evaluate
+    from cnnbench.records import LoaderRequest, resolve
+    from cnnbench.train import autocast, evaluate
 
     torch.manual_seed(0)
     model = registry.create_model("mnist_gap").eval()

@@ -9,11 +9,7 @@ from __future__ import annotations
 
 from torch import nn
 
-from .blocks import LogSoftmaxHead, Norm, conv_unit
-
-
-def _batch_norm(c: int) -> nn.Module:
-    return nn.BatchNorm2d(c)
+from cnnbench.blocks import Norm, SeedNet, batch_norm, conv_unit
 
 
 def biased_unit(cin: int, cout: int, kernel: int, norm: Norm, dropout: float, padding: int = 0) -> nn.Sequential:
@@ -24,7 +20,7 @@ def biased_unit(cin: int, cout: int, kernel: int, norm: Norm, dropout: float, pa
     return nn.Sequential(*layers)
 
 
-class Seed001Net(nn.Module):
+class Seed001Net(SeedNet):
     """Seed 001 (``cifar_3block``): three conv blocks joined by 1x1 + max-pool transitions,
     GAP and a 1x1 conv to 10 classes; 46,202 parameters.
 
@@ -37,7 +33,7 @@ class Seed001Net(nn.Module):
     norms have 2 x C parameters, so the count is the same for each.
     """
 
-    def __init__(self, norm: Norm = _batch_norm, dropout: float = 0.05) -> None:
+    def __init__(self, norm: Norm = batch_norm, dropout: float = 0.05) -> None:
         super().__init__()
         u = lambda cin, cout, k, p=1: biased_unit(cin, cout, k, norm, dropout, p)  # noqa: E731
         self.features = nn.Sequential(
@@ -50,10 +46,6 @@ class Seed001Net(nn.Module):
             nn.AdaptiveAvgPool2d(1),  # GAP -> 1
             nn.Conv2d(32, 10, 1),
         )
-        self.head = LogSoftmaxHead()
-
-    def forward(self, x):
-        return self.head(self.features(x))
 
 
 class SeparableBlock(nn.Module):
@@ -72,7 +64,7 @@ class SeparableBlock(nn.Module):
         return x + self.body(x) if self.residual else self.body(x)
 
 
-class Seed002Net(nn.Module):
+class Seed002Net(SeedNet):
     """Seed 002 (``cifar_dilated_res``): a regular 3x3 stem, nine separable blocks (grouped 3x3
     64 -> 128 then 1x1 128 -> 64), the last seven dilated and residual, GAP then a 1x1 conv to
     10 classes; 100,416 parameters, all convs bias-free, Conv -> ReLU -> norm -> Dropout.
@@ -89,7 +81,7 @@ class Seed002Net(nn.Module):
 
     DILATIONS = (1, 2, 4, 8, 12, 16, 20)
 
-    def __init__(self, norm: Norm = _batch_norm, dropout: float = 0.1) -> None:
+    def __init__(self, norm: Norm = batch_norm, dropout: float = 0.1) -> None:
         super().__init__()
         block = lambda d, p, res: SeparableBlock(64, norm, dropout, d, p, res)  # noqa: E731
         self.features = nn.Sequential(
@@ -99,13 +91,9 @@ class Seed002Net(nn.Module):
             nn.AvgPool2d(26),  # GAP -> 1 (an AvgPool2d, as in the summary)
             nn.Conv2d(64, 10, 1, bias=False),
         )
-        self.head = LogSoftmaxHead()
-
-    def forward(self, x):
-        return self.head(self.features(x))
 
 
-class Seed003Net(nn.Module):
+class Seed003Net(SeedNet):
     """Seed 003 (``cifar_c13``): C1-C13 as the document lists them, about 104k parameters
     (104,656 here), every conv bias-free and followed by ReLU -> norm -> Dropout except the last.
 
@@ -121,7 +109,7 @@ class Seed003Net(nn.Module):
     - the output block is a 1x1 conv to 10 channels, then GAP, then log-softmax.
     """
 
-    def __init__(self, norm: Norm = _batch_norm, dropout: float = 0.05) -> None:
+    def __init__(self, norm: Norm = batch_norm, dropout: float = 0.05) -> None:
         super().__init__()
 
         def u(cin: int, cout: int, k: int, stride: int = 1, dilation: int = 1, groups: int = 1) -> nn.Sequential:
@@ -141,7 +129,3 @@ class Seed003Net(nn.Module):
             nn.Conv2d(64, 10, 1, bias=False),  # output 1x1
             nn.AdaptiveAvgPool2d(1),  # GAP(8) -> 1
         )
-        self.head = LogSoftmaxHead()
-
-    def forward(self, x):
-        return self.head(self.features(x))

@@ -14,7 +14,7 @@ import importlib.util
 import pytest
 import torch
 
-from harness.records import LoaderRequest, resolve
+from cnnbench.records import LoaderRequest, resolve
 
 IMAGES = 10_000
 BATCH = 128

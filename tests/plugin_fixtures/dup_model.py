@@ -1,7 +1,6 @@
 """Registers a model name the built-ins already use."""
 
-from harness import hookimpl
-from harness.records import ModelSpec, Recipe
+from cnnbench import ModelSpec, Recipe, hookimpl
 
 
 @hookimpl

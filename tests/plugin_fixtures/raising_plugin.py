@@ -1,6 +1,6 @@
 """Raises while registering its models."""
 
-from harness import hookimpl
+from cnnbench import hookimpl
 
 
 @hookimpl

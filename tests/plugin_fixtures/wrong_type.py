@@ -1,6 +1,6 @@
 """Returns something that is not a ModelSpec."""
 
-from harness import hookimpl
+from cnnbench import hookimpl
 
 
 @hookimpl

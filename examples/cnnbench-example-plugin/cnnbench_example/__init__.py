@@ -6,14 +6,13 @@ It registers one model and watches runs through the lifecycle hooks; set
 
 import os
 
-from harness import hookimpl
-from harness.records import ModelSpec, Recipe
+from cnnbench import ModelSpec, Recipe, hookimpl
 
 
 def tiny_net(norm, dropout=0.0):
     from torch import nn
 
-    from plugins.nets.blocks import LogSoftmaxHead, conv_unit
+    from cnnbench.blocks import LogSoftmaxHead, conv_unit
 
     return nn.Sequential(
         conv_unit(1, 8, 3, norm),
@@ -44,4 +43,4 @@ def cnnbench_models():
 @hookimpl
 def cnnbench_epoch_end(run, epoch):
     stop_at = float(os.environ.get("EXAMPLE_STOP_AT", "2"))
-    return epoch["test_acc"] >= stop_at
+    return epoch.test_acc >= stop_at

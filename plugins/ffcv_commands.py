@@ -1,12 +1,14 @@
-"""Data commands: ``bench convert`` (dataset splits to ffcv ``.beton`` files).
+"""``bench convert``: dataset splits to ffcv ``.beton`` files, added through ``cnnbench_commands``.
 
-Kept light at import time (click only): ``harness.cli`` imports this module for every
-``bench`` invocation; torch and ffcv are imported inside the command.
+Kept light at import time (click only): ``bench --help`` lists plugin commands, so this
+module is imported for every ``bench`` invocation; torch and ffcv are imported inside the command.
 """
 
 from __future__ import annotations
 
 import click
+
+from cnnbench import hookimpl
 
 
 @click.command()
@@ -27,11 +29,11 @@ def convert(ctx: click.Context, dataset: str, out_dir: str | None, data_dir: str
     A split whose file is up to date (same source-file checksums) is skipped; a changed
     source is converted again.
     """
-    from plugins.ffcv_convert import ensure_beton
+    from cnnbench.cli import registry_from
 
-    from .registry import get_registry
+    from .ffcv_convert import ensure_beton
 
-    spec = get_registry((ctx.obj or {}).get("plugins", ())).dataset(dataset)
+    spec = registry_from(ctx).dataset(dataset)
     for name in ("train", "test") if split == "both" else (split,):
         done = ensure_beton(spec, name, data_dir, out_dir=out_dir, force=force, log=click.echo, workers=workers)
         if done.written:
@@ -43,4 +45,6 @@ def convert(ctx: click.Context, dataset: str, out_dir: str | None, data_dir: str
             click.echo(f"{dataset} {name}: up to date ({done.count:,} images) -> {done.path}")
 
 
-COMMANDS: list[click.Command] = [convert]
+@hookimpl
+def cnnbench_commands() -> list[click.Command]:
+    return [convert]

@@ -1,4 +1,9 @@
-"""Building blocks shared by the seed networks."""
+"""Building blocks for plugin networks (public: ``from cnnbench.blocks import ...``).
+
+Imports torch: import it inside a model factory, not at a plugin module's top level.
+Every cnnbench model returns log-probabilities (the trainer uses ``F.nll_loss``), which
+``LogSoftmaxHead`` / ``SeedNet`` take care of.
+"""
 
 from __future__ import annotations
 
@@ -9,6 +14,11 @@ from torch import nn
 from torch.nn import functional as F
 
 Norm = Callable[[int], nn.Module]
+
+
+def batch_norm(channels: int) -> nn.Module:
+    """The default ``norm``: ``BatchNorm2d``."""
+    return nn.BatchNorm2d(channels)
 
 
 def conv_unit(
@@ -38,8 +48,22 @@ def conv_unit(
 
 
 class LogSoftmaxHead(nn.Module):
-    """Flatten ``N x classes x 1 x 1`` to ``N x classes`` and return log-probabilities
-    (the seeds train with ``F.nll_loss`` on ``log_softmax`` outputs)."""
+    """Flatten ``N x classes x 1 x 1`` to ``N x classes`` and return log-probabilities."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return F.log_softmax(x.flatten(1), dim=-1)
+
+
+class SeedNet(nn.Module):
+    """A network that is one ``features`` stack ending in ``classes x 1 x 1``, then
+    ``LogSoftmaxHead``. Subclasses assign ``self.features`` in ``__init__``; the state-dict
+    keys are ``features.*``."""
+
+    features: nn.Module
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.head = LogSoftmaxHead()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.features(x))

@@ -1,0 +1,49 @@
+"""Atomic file writes: a file cnnbench writes appears whole or not at all.
+
+Both writers go through a temporary file in the target's folder (flushed and fsynced),
+so a crash, a full disk or a kill leaves the previous file intact and no temporary
+file behind.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+
+@contextlib.contextmanager
+def _temporary(path: Path) -> Iterator[tuple[int, str]]:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        yield fd, tmp
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+
+
+def _fill(fd: int, tmp: str, data: bytes) -> None:
+    with os.fdopen(fd, "wb") as fh:
+        fh.write(data)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.chmod(tmp, 0o644)
+
+
+def write_exclusive(path: Path, data: bytes) -> None:
+    """Write a new file; an existing one is never replaced (``FileExistsError``)."""
+    path = Path(path)
+    with _temporary(path) as (fd, tmp):
+        _fill(fd, tmp, data)
+        os.link(tmp, path)  # fails with FileExistsError instead of overwriting
+
+
+def write_atomic(path: Path, data: bytes | str) -> None:
+    """Write or replace a file in one step (``os.replace``)."""
+    path = Path(path)
+    with _temporary(path) as (fd, tmp):
+        _fill(fd, tmp, data.encode() if isinstance(data, str) else data)
+        os.replace(tmp, path)

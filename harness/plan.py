@@ -1,0 +1,158 @@
+"""From a model name and typed overrides to a frozen, checked run plan.
+
+``make_plan`` is the one place where a run's names are looked up and its defaults applied:
+the model spec, its dataset, the recipe with the overrides, the normalizer, augmentation
+and loader specs, and the plugin that supplied each. Everything that can be checked before
+data is read is checked here (names, the augmentation/dataset match, the loader's imports,
+the device, the numbers), so a bad option never costs a loaded dataset or a trained epoch.
+It imports torch only to check the device.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import math
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+from .datadir import resolve_data_dir
+from .errors import BenchError
+from .records import AugmentationSpec, DatasetSpec, LoaderSpec, ModelSpec, NormalizerSpec, Recipe
+from .registry import Registry
+
+DEFAULT_LOADER = "memory"
+PRECISIONS = ("fp32", "bf16")
+OPTIMIZERS = ("adam", "sgd")
+SCHEDULERS = ("none", "onecycle", "step")
+
+
+@dataclass(frozen=True)
+class Overrides:
+    """What the command line (or a caller) changes; ``None`` keeps the model's default."""
+
+    epochs: int | None = None
+    batch_size: int | None = None
+    lr: float | None = None
+    optimizer: str | None = None
+    scheduler: str | None = None
+    dropout: float | None = None
+    augmentation: str | None = None
+    normalizer: str | None = None
+    loader: str | None = None
+    workers: int = 0
+    device: str = "auto"
+    precision: str = "fp32"
+    threads: int | None = None
+    data_dir: str | Path | None = None
+    results_dir: str | Path = "results"
+    limit_train: int | None = None
+    limit_test: int | None = None
+    save_weights: bool = True
+    progress: bool = True
+
+    def recipe_changes(self) -> dict[str, Any]:
+        recipe_keys = {f.name for f in fields(Recipe)}
+        return {k: v for k, v in asdict(self).items() if k in recipe_keys}
+
+
+@dataclass(frozen=True)
+class RunPlan:
+    """Everything a run needs, resolved once; ``train(plan, seed, hooks)`` takes it."""
+
+    model: ModelSpec
+    dataset: DatasetSpec
+    recipe: Recipe
+    normalizer: NormalizerSpec
+    augmentation: AugmentationSpec
+    loader: LoaderSpec
+    device: str  # a torch device string, checked ("cpu", "cuda:0")
+    precision: str
+    data_dir: Path
+    results_dir: Path
+    threads: int | None = None
+    loader_options: dict[str, Any] = field(default_factory=dict)
+    limit_train: int | None = None
+    limit_test: int | None = None
+    save_weights: bool = True
+    progress: bool = True
+    plugins: dict[str, Any] = field(default_factory=dict)  # kind -> the plugin that supplied it (JSON)
+
+
+def make_plan(registry: Registry, model: str, overrides: Overrides | None = None) -> RunPlan:
+    """Resolve and check every name and number of a run; ``BenchError`` on the first problem."""
+    o = overrides or Overrides()
+    spec = registry.model(model)
+    dataset = registry.dataset(spec.dataset)
+    recipe = spec.recipe.updated(**o.recipe_changes())
+    check_recipe(recipe)
+    normalizer = registry.normalizer(o.normalizer or spec.normalizer)
+    augmentation = registry.augmentation(recipe.augmentation)
+    if augmentation.datasets and dataset.name not in augmentation.datasets:
+        raise BenchError(
+            f"augmentation {augmentation.name!r} is for {', '.join(augmentation.datasets)}, not {dataset.name}"
+        )
+    loader = registry.loader(o.loader or DEFAULT_LOADER)
+    check_loader_available(loader)
+    if o.precision not in PRECISIONS:
+        raise BenchError(f"unknown precision {o.precision!r}; valid precisions: {', '.join(PRECISIONS)}")
+    sources = {
+        "model": ("models", spec.name), "dataset": ("datasets", dataset.name),
+        "normalizer": ("normalizers", normalizer.name), "augmentation": ("augmentations", augmentation.name),
+        "loader": ("loaders", loader.name),
+    }
+    plugins = {}
+    for role, (kind, name) in sources.items():
+        source = registry.source_of(kind, name)
+        plugins[role] = source.as_json() if source else None
+    return RunPlan(
+        model=spec, dataset=dataset, recipe=recipe, normalizer=normalizer, augmentation=augmentation,
+        loader=loader, device=check_device(o.device), precision=o.precision,
+        data_dir=resolve_data_dir(o.data_dir), results_dir=Path(o.results_dir), threads=o.threads,
+        loader_options={"workers": o.workers}, limit_train=o.limit_train, limit_test=o.limit_test,
+        save_weights=o.save_weights, progress=o.progress, plugins=plugins,
+    )
+
+
+def check_recipe(recipe: Recipe) -> None:
+    """Numbers and choices a recipe (from a plugin or the command line) must satisfy."""
+    if recipe.optimizer not in OPTIMIZERS:
+        raise BenchError(f"unknown optimizer {recipe.optimizer!r}; valid optimizers: {', '.join(OPTIMIZERS)}")
+    if recipe.scheduler not in SCHEDULERS:
+        raise BenchError(f"unknown scheduler {recipe.scheduler!r}; valid schedulers: {', '.join(SCHEDULERS)}")
+    for name in ("epochs", "batch_size", "step_size"):
+        if getattr(recipe, name) < 1:
+            raise BenchError(f"recipe {name} is {getattr(recipe, name)}; it must be at least 1")
+    for name in ("lr", "momentum", "weight_decay", "gamma"):
+        value = getattr(recipe, name)
+        if not math.isfinite(value) or value < 0:
+            raise BenchError(f"recipe {name} is {value}; it must be a finite number >= 0")
+    if recipe.dropout is not None and not 0 <= recipe.dropout < 1:
+        raise BenchError(f"recipe dropout is {recipe.dropout}; it must be in [0, 1)")
+
+
+def check_loader_available(spec: LoaderSpec) -> None:
+    missing = [m for m in spec.requires if importlib.util.find_spec(m) is None]
+    if missing:
+        hint = f"; {spec.install_hint}" if spec.install_hint else ""
+        raise BenchError(f"loader {spec.name!r} needs {', '.join(missing)}, which is not installed{hint}")
+
+
+def check_device(name: str) -> str:
+    """``auto`` -> ``cuda`` when available else ``cpu``; an unusable device is a ``BenchError``."""
+    import torch
+
+    if name == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    try:
+        device = torch.device(name)
+    except RuntimeError as exc:
+        raise BenchError(f"--device {name!r} is not a device torch knows ({exc})") from exc
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise BenchError(f"--device {name}: CUDA is not available on this machine (use cpu or auto)")
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise BenchError(f"--device {name}: this machine has {torch.cuda.device_count()} CUDA device(s)")
+    elif device.type != "cpu":
+        raise BenchError(f"--device {name}: cnnbench trains on cpu or cuda, not {device.type}")
+    return str(device)
