@@ -7,14 +7,43 @@ of a second. Plugins add subcommands through ``cnnbench_commands``.
 
 from __future__ import annotations
 
+import math
+import signal
 import sys
 from typing import Any
 
 import click
 
 from . import __version__
-from .errors import BenchError
+from .errors import BenchError, RunInterrupted, Terminated
 from .registry import KINDS, Registry, get_registry
+
+MAX_SEED = 2**63 - 1  # torch.manual_seed takes a 64-bit integer
+
+
+class FiniteFloat(click.ParamType):
+    """A float that is finite and within ``[low, high)`` (NaN and infinity are refused)."""
+
+    name = "float"
+
+    def __init__(self, low: float, high: float | None = None, low_open: bool = False) -> None:
+        self.low, self.high, self.low_open = low, high, low_open
+
+    def convert(self, value: Any, param: Any, ctx: Any) -> float:
+        try:
+            number = float(value)
+        except (TypeError, ValueError):
+            self.fail(f"{value!r} is not a number", param, ctx)
+        too_low = number <= self.low if self.low_open else number < self.low
+        if not math.isfinite(number) or too_low or (self.high is not None and number >= self.high):
+            upper = f" and below {self.high}" if self.high is not None else ""
+            bound = "above" if self.low_open else "at least"
+            self.fail(f"{value!r} is not a finite number {bound} {self.low}{upper}", param, ctx)
+        return number
+
+
+def on_sigterm(signum: int, frame: Any) -> None:
+    raise Terminated()
 
 LIST_KINDS = [*KINDS, "plugins"]
 
@@ -52,13 +81,20 @@ class BenchGroup(click.Group):
         except BenchError as exc:
             click.echo(f"error: {exc}", err=True)
             sys.exit(1)
-        except KeyboardInterrupt:
-            click.echo("interrupted; no record was written for the unfinished run", err=True)
-            sys.exit(130)
+        except RunInterrupted as exc:
+            click.echo(f"error: {exc}", err=True)
+            sys.exit(exc.exit_code)
+        except KeyboardInterrupt as exc:
+            click.echo("interrupted before any run started; nothing was written", err=True)
+            sys.exit(143 if isinstance(exc, Terminated) else 130)
+        except OSError as exc:  # a full disk, a vanished folder: one line, never a traceback
+            where = f" {exc.filename}" if exc.filename else ""
+            click.echo(f"error: cannot write{where}: {exc.strerror or exc}", err=True)
+            sys.exit(1)
 
     def plugin_commands(self, ctx: click.Context) -> dict[str, click.Command]:
         found: dict[str, click.Command] = {}
-        hook = registry_from(ctx).hook.cnnbench_commands
+        hook = registry_from(ctx).pm.hook.cnnbench_commands
         for impl in hook.get_hookimpls():
             try:
                 commands = list(impl.function() or [])
@@ -167,16 +203,17 @@ def list_cmd(ctx: click.Context, kind: str | None, pattern: str) -> None:
 @main.command()
 @click.option("--model", required=True, help="Model name (see `bench list models`).")
 @click.option("--epochs", type=click.IntRange(min=1), help="Override the recipe's epochs.")
-@click.option("--seed", type=int, default=0, show_default=True, help="Random seed (CPU runs repeat exactly).")
+@click.option("--seed", type=click.IntRange(0, MAX_SEED), default=0, show_default=True,
+              help="Random seed (CPU runs repeat exactly).")
 @click.option("--seeds", help="Run several seeds: a count N (0..N-1) or a list like 1,2,3.")
 @click.option(
     "--data-dir", type=click.Path(file_okay=False), help="Folder holding MNIST/raw etc. [$BENCH_DATA_DIR or ./data]"
 )
 @click.option("--batch-size", type=click.IntRange(min=1), help="Override the recipe's batch size.")
-@click.option("--lr", type=click.FloatRange(min=0, min_open=True), help="Override the recipe's learning rate.")
+@click.option("--lr", type=FiniteFloat(0, low_open=True), help="Override the recipe's learning rate.")
 @click.option("--optimizer", type=click.Choice(["sgd", "adam"]), help="Override the recipe's optimizer.")
 @click.option("--scheduler", type=click.Choice(["none", "step", "onecycle"]), help="Override the recipe's schedule.")
-@click.option("--dropout", type=click.FloatRange(0, 1, max_open=True), help="Override the model's dropout.")
+@click.option("--dropout", type=FiniteFloat(0, 1), help="Override the model's dropout.")
 @click.option("--normalizer", help="Normalization layers (see `bench list normalizers`) [the model's].")
 @click.option("--augment", "augmentation", help="Augmentation (see `bench list augmentations`) [the recipe's].")
 @click.option("--loader", default="memory", show_default=True, help="Data loader (see `bench list loaders`).")
@@ -205,9 +242,40 @@ def run(ctx: click.Context, model: str, seed: int, seeds: str | None, no_weights
     from .runner import parse_seeds, run_seeds
 
     registry = registry_from(ctx)
-    seed_list = parse_seeds(seeds) if seeds is not None else [seed]
+    seed_list = parse_seeds(seeds, MAX_SEED) if seeds is not None else [seed]
     plan = make_plan(registry, model, Overrides(**opts, save_weights=not no_weights, progress=not no_progress))
-    run_seeds(plan, seed_list, registry.hook)
+    signal.signal(signal.SIGTERM, on_sigterm)
+    report_divergence(run_seeds(plan, seed_list, registry.hook))
+
+
+def report_divergence(records: list[Any]) -> None:
+    diverged = [r for r in records if r.status == "diverged"]
+    if diverged:
+        where = ", ".join(f"seed {r.seed} in epoch {r.n_epochs} ({r.run_id})" for r in diverged)
+        raise BenchError(f"{diverged[0].model} diverged: {where}; the records are marked diverged")
+
+
+@main.command()
+@click.argument("run_ref", metavar="RUN")
+@click.option("--results-dir", type=click.Path(file_okay=False), default="results", show_default=True)
+@click.option("--data-dir", type=click.Path(file_okay=False), help="Dataset folder [the one the run used].")
+@click.option("--no-progress", is_flag=True, help="No progress bars.")
+def resume(run_ref: str, results_dir: str, data_dir: str | None, no_progress: bool) -> None:
+    """Continue the interrupted RUN (id or unique prefix) from its last checkpoint."""
+    from .resume import resume_run
+
+    signal.signal(signal.SIGTERM, on_sigterm)
+    report_divergence([resume_run(run_ref, results_dir, data_dir, not no_progress)])
+
+
+@main.command()
+@click.option("--results-dir", type=click.Path(file_okay=False), default="results", show_default=True)
+@click.option("--incomplete", is_flag=True, help="Only runs that were interrupted (with the command to resume each).")
+def runs(results_dir: str, incomplete: bool) -> None:
+    """Runs in the results folder: finished ones, and interrupted ones that `bench resume` continues."""
+    from .resume import runs_table
+
+    click.echo(runs_table(results_dir, incomplete))
 
 
 @main.command()
@@ -222,10 +290,10 @@ def summary(ctx: click.Context, model: str, normalizer: str | None) -> None:
 
 
 def _add_commands() -> None:
-    """The report commands live in their own module."""
-    from . import cli_reports
+    """The report and sweep commands live in their own modules."""
+    from . import cli_reports, cli_sweep
 
-    for command in cli_reports.COMMANDS:
+    for command in [*cli_reports.COMMANDS, *cli_sweep.COMMANDS]:
         main.add_command(command)
 
 

@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any
 import pluggy
 
 if TYPE_CHECKING:
-    from .records import AugmentationSpec, DatasetSpec, LoaderSpec, ModelSpec, NormalizerSpec, Target
+    from .records import AugmentationSpec, DatasetSpec, LauncherSpec, LoaderSpec, ModelSpec, NormalizerSpec, Target
     from .runrecord import EpochStats, RunInfo, RunRecord
 
 PROJECT = "cnnbench"
@@ -95,7 +95,9 @@ def cnnbench_loaders() -> list[LoaderSpec]:
     that iterates ``(x, y)``: ``x`` float ``N x C x H x W`` normalized with the dataset's
     mean and std, augmented when ``request.augmentation`` is set, ``y`` int64 ``N``, both on
     ``request.device``. Each ``iter()`` is one epoch; with ``shuffle`` every epoch has its own
-    order, fixed by ``request.seed``.
+    order, fixed by ``request.seed``. A loader that also has ``state_dict()`` /
+    ``load_state_dict(state)`` (tensors, numbers, strings, lists and dicts only) is saved in
+    each checkpoint, so a resumed run draws the same batches as an uninterrupted one.
     """
 
 
@@ -103,6 +105,14 @@ def cnnbench_loaders() -> list[LoaderSpec]:
 def cnnbench_targets() -> list[Target]:
     """Return published targets (accuracy under a parameter and epoch budget) that the
     leaderboard checks runs against."""
+
+
+@hookspec
+def cnnbench_launchers() -> list[LauncherSpec]:
+    """Return ways to run the jobs of a sweep (``bench sweep --launcher NAME``), as Hydra's
+    launcher plugins do: ``LauncherSpec.factory(options)`` gives an object with
+    ``launch(jobs, on_start, on_done) -> list[JobResult]``. Each job runs with
+    ``cnnbench.jobs.run_job``; the launcher decides where and how many at once."""
 
 
 @hookspec

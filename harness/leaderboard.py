@@ -41,7 +41,9 @@ RULE = (
     "its best epoch is marked \"best epoch only\" and does not pass. Runs trained or tested on a subset of "
     "the data are marked \"data subset\" and never pass. \"reached\" is the first epoch at which the mean "
     "test accuracy over the seeds met the target's accuracy; \"time\" is the mean training + evaluation time "
-    "up to that epoch. std is the sample standard deviation over seeds."
+    "up to that epoch. std is the sample standard deviation over seeds. n counts distinct seeds: when a seed "
+    "was run more than once, its newest record stands for it (the json and csv formats list the others as "
+    "superseded_runs). A seed whose training loss stopped being finite counts as a failed (diverged) seed."
 )
 
 
@@ -51,6 +53,7 @@ class Group:
 
     key: tuple[Any, ...]
     records: list[RunRecord] = field(default_factory=list)
+    superseded: list[RunRecord] = field(default_factory=list)  # older records of a seed already counted
 
     @property
     def first(self) -> RunRecord:
@@ -135,6 +138,7 @@ class Row:
             "images_per_s": g.images_per_s(),
             "hardware": g.hardware(),
             "runs": [x.run_id for x in g.records],
+            "superseded_runs": [x.run_id for x in g.superseded],
         }
 
 
@@ -190,11 +194,17 @@ def load_records(results_dir: Path | str) -> list[RunRecord]:
 
 
 def group_records(records: Iterable[RunRecord]) -> list[Group]:
+    """Records by configuration, one per seed: the newest record of a seed stands for it, so n and
+    the std count distinct seeds; the others are kept as ``superseded``."""
     groups: dict[tuple[Any, ...], Group] = {}
-    for record in records:
-        key = group_key(record)
-        groups.setdefault(key, Group(key)).records.append(record)
-    return list(groups.values())
+    for record in sorted(records, key=lambda r: r.run_id, reverse=True):
+        group = groups.setdefault(group_key(record), Group(group_key(record)))
+        seen = {r.seed for r in group.records}
+        (group.superseded if record.seed is not None and record.seed in seen else group.records).append(record)
+    for group in groups.values():
+        group.records.reverse()
+        group.superseded.reverse()
+    return sorted(groups.values(), key=lambda g: g.records[0].run_id)
 
 
 def is_subset(group: Group, sizes: dict[str, tuple[int, int]]) -> bool:
@@ -223,6 +233,9 @@ def check(group: Group, target: Target, subset: bool = False) -> Row:
         failures.append("params")
     if target.max_epochs is not None and group.epochs_run() > target.max_epochs:
         failures.append("epochs")
+    diverged = sum(r.status == "diverged" for r in group.records)
+    if diverged:  # a seed that did not converge is a failed seed of its configuration (MLPerf's rule)
+        failures.append(f"{diverged} diverged")
     if subset:
         status = SUBSET
     elif not failures:
@@ -252,7 +265,7 @@ STATUS_RANK = {PASS: 0, BEST_ONLY: 1}
 ROW_FIELDS = [
     "target", "status", "dataset", "model", "normalizer", "augmentation", "loader", "precision", "recipe", "n",
     "seeds", "final_mean", "final_std", "final_min", "best_epoch_mean", "reached_epoch", "time_to_target_s",
-    "params", "epochs", "images_per_s", "hardware", "runs",
+    "params", "epochs", "images_per_s", "hardware", "runs", "superseded_runs",
 ]
 
 

@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import importlib.util
 import math
+import os
+import tempfile
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -50,6 +52,15 @@ class Overrides:
     limit_test: int | None = None
     save_weights: bool = True
     progress: bool = True
+    launch: dict[str, Any] | None = None  # how the run was launched (set by bench sweep's launchers)
+
+    def to_json(self) -> dict[str, Any]:
+        return {k: str(v) if isinstance(v, Path) else v for k, v in asdict(self).items()}
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Overrides:
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in known})
 
     def recipe_changes(self) -> dict[str, Any]:
         recipe_keys = {f.name for f in fields(Recipe)}
@@ -77,6 +88,10 @@ class RunPlan:
     save_weights: bool = True
     progress: bool = True
     plugins: dict[str, Any] = field(default_factory=dict)  # kind -> the plugin that supplied it (JSON)
+    overrides: Overrides = field(default_factory=Overrides)  # what the plan was made from (checkpoints)
+    plugin_modules: tuple[str, ...] = ()  # --plugin / BENCH_PLUGINS modules (a resume loads them again)
+    resumed_at: tuple[int, ...] = ()  # epochs after which this run was resumed
+    launch: dict[str, Any] = field(default_factory=dict)  # launcher, job key, jobs sharing the device, node
 
 
 def make_plan(registry: Registry, model: str, overrides: Overrides | None = None) -> RunPlan:
@@ -94,6 +109,7 @@ def make_plan(registry: Registry, model: str, overrides: Overrides | None = None
         )
     loader = registry.loader(o.loader or DEFAULT_LOADER)
     check_loader_available(loader)
+    results_dir = check_results_dir(Path(o.results_dir))
     if o.precision not in PRECISIONS:
         raise BenchError(f"unknown precision {o.precision!r}; valid precisions: {', '.join(PRECISIONS)}")
     sources = {
@@ -108,10 +124,31 @@ def make_plan(registry: Registry, model: str, overrides: Overrides | None = None
     return RunPlan(
         model=spec, dataset=dataset, recipe=recipe, normalizer=normalizer, augmentation=augmentation,
         loader=loader, device=check_device(o.device), precision=o.precision,
-        data_dir=resolve_data_dir(o.data_dir), results_dir=Path(o.results_dir), threads=o.threads,
+        data_dir=resolve_data_dir(o.data_dir), results_dir=results_dir, threads=o.threads,
         loader_options={"workers": o.workers}, limit_train=o.limit_train, limit_test=o.limit_test,
-        save_weights=o.save_weights, progress=o.progress, plugins=plugins,
+        save_weights=o.save_weights, progress=o.progress, plugins=plugins, overrides=o,
+        plugin_modules=tuple(registry.pm.explicit), launch=o.launch or {"launcher": None, "jobs_on_device": 1},
     )
+
+
+def check_results_dir(path: Path) -> Path:
+    """Prove files can be written into ``path`` before any data is read, without leaving anything:
+    a probe file there, or, when it does not exist yet, a probe folder in its nearest existing parent."""
+    existing = path
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    try:
+        if not existing.is_dir():
+            raise NotADirectoryError(20, f"{existing} is not a folder")
+        if existing == path:
+            fd, probe = tempfile.mkstemp(dir=path, prefix=".write-test-")
+            os.close(fd)
+            os.unlink(probe)
+        else:
+            os.rmdir(tempfile.mkdtemp(dir=existing, prefix=".write-test-"))
+    except OSError as exc:
+        raise BenchError(f"results dir {path} is not writable: {exc.strerror or exc}") from None
+    return path
 
 
 def check_recipe(recipe: Recipe) -> None:
@@ -131,11 +168,12 @@ def check_recipe(recipe: Recipe) -> None:
         raise BenchError(f"recipe dropout is {recipe.dropout}; it must be in [0, 1)")
 
 
-def check_loader_available(spec: LoaderSpec) -> None:
+def check_loader_available(spec: Any, kind: str = "loader") -> None:
+    """A loader's (or launcher's) ``requires`` modules are importable, or a one-line error says how to install them."""
     missing = [m for m in spec.requires if importlib.util.find_spec(m) is None]
     if missing:
         hint = f"; {spec.install_hint}" if spec.install_hint else ""
-        raise BenchError(f"loader {spec.name!r} needs {', '.join(missing)}, which is not installed{hint}")
+        raise BenchError(f"{kind} {spec.name!r} needs {', '.join(missing)}, which is not installed{hint}")
 
 
 def check_device(name: str) -> str:

@@ -158,3 +158,68 @@ class LoaderRequest:
     drop_last: bool = False
     data_dir: str = ""
     options: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Job:
+    """One run of a sweep: a model, its overrides (as ``Overrides`` fields) and a seed.
+
+    ``key`` identifies the job across sweeps (configuration + seed; output-only settings such
+    as the results folder or the thread count are not part of it), so a repeated sweep skips
+    jobs whose records exist.
+    """
+
+    key: str
+    model: str
+    seed: int
+    overrides: dict[str, Any]
+    plugin_modules: tuple[str, ...] = ()
+
+    def label(self) -> str:
+        changed = ", ".join(f"{k}={v}" for k, v in sorted(self.overrides.items()) if v is not None)
+        return f"{self.model} seed {self.seed}" + (f" ({changed})" if changed else "")
+
+
+@dataclass(frozen=True)
+class JobResult:
+    """What a launcher reports for one job: its record's path (None when it failed) and its log."""
+
+    job: Job
+    ok: bool
+    record_path: str | None = None
+    error: str = ""
+    log_path: str | None = None
+    attempts: int = 1
+
+
+@dataclass(frozen=True)
+class LauncherSpec:
+    """A way to run many jobs (``bench sweep --launcher NAME``), after Hydra's launcher plugins.
+
+    ``factory(options: LaunchOptions)`` returns an object whose ``launch(jobs, on_start,
+    on_done)`` runs the jobs and calls ``on_start(job)`` and ``on_done(result)`` as they go;
+    it writes every record into ``options.results_dir`` (on this machine) and returns the
+    list of ``JobResult``.
+    """
+
+    name: str
+    factory: Factory
+    description: str
+    requires: tuple[str, ...] = ()
+    install_hint: str = ""
+
+
+@dataclass(frozen=True)
+class LaunchOptions:
+    """How a sweep runs: where results and logs go, how many jobs at once, and per-launcher knobs."""
+
+    results_dir: str
+    log_dir: str
+    data_dir: str | None = None
+    jobs: int | None = None  # local: concurrent jobs (None: as many as fit)
+    jobs_per_gpu: int = 1  # local, on a GPU machine: jobs sharing each visible GPU
+    address: str | None = None  # ray: an existing cluster ("auto", "ray://host:10001"); None starts one
+    gpus_per_job: float = 0.0  # ray: a fraction lets several jobs share a GPU
+    cpus_per_job: int | None = None  # ray: CPU cores (and torch threads) per job
+    max_retries: int = 3  # ray: retries when a worker or node dies
+    progress: bool = True

@@ -11,10 +11,14 @@ plugin (``--no-plugin console`` silences the console output).
 
 from __future__ import annotations
 
+import contextlib
 import fnmatch
 import importlib
+import inspect
 import os
+import re
 import sys
+import traceback
 from collections.abc import Iterable
 from dataclasses import dataclass
 from importlib import metadata
@@ -23,9 +27,9 @@ from typing import Any
 
 import pluggy
 
-from . import hookspecs
+from . import hookspecs, records
 from .errors import BenchError, unknown_name
-from .records import AugmentationSpec, DatasetSpec, LoaderSpec, ModelSpec, NormalizerSpec, Target, resolve
+from .records import LauncherSpec, Target, resolve
 
 ENTRY_POINT_GROUP = "cnnbench"
 OWN_DISTRIBUTION = "cnnbench"
@@ -44,17 +48,25 @@ DEFAULT_PLUGINS = (
     "ffcv_commands",
     "targets",
     "console",
+    "launch_local",
+    "launch_ray",
 )
 
 # kind -> (hook name, record type, attribute holding the record's name)
 KINDS: dict[str, tuple[str, type, str]] = {
-    "datasets": ("cnnbench_datasets", DatasetSpec, "name"),
-    "models": ("cnnbench_models", ModelSpec, "name"),
-    "augmentations": ("cnnbench_augmentations", AugmentationSpec, "name"),
-    "normalizers": ("cnnbench_normalizers", NormalizerSpec, "name"),
-    "loaders": ("cnnbench_loaders", LoaderSpec, "name"),
+    "datasets": ("cnnbench_datasets", records.DatasetSpec, "name"),
+    "models": ("cnnbench_models", records.ModelSpec, "name"),
+    "augmentations": ("cnnbench_augmentations", records.AugmentationSpec, "name"),
+    "normalizers": ("cnnbench_normalizers", records.NormalizerSpec, "name"),
+    "loaders": ("cnnbench_loaders", records.LoaderSpec, "name"),
     "targets": ("cnnbench_targets", Target, "id"),
+    "launchers": ("cnnbench_launchers", LauncherSpec, "name"),
 }
+
+
+# kinds whose names become parts of file names (run ids, .beton files)
+NAMED_FILES = ("models", "datasets", "targets")
+SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 
 
 @dataclass(frozen=True)
@@ -122,6 +134,7 @@ class PluginManager(pluggy.PluginManager):
         super().__init__(hookspecs.PROJECT)
         self.add_hookspecs(hookspecs)
         self.sources: dict[str, PluginSource] = {}
+        self.explicit: list[str] = []  # modules named with --plugin / BENCH_PLUGINS
 
     def add(self, module: ModuleType, label: str, distribution: str | None, version: str | None) -> None:
         """Register ``module`` as ``label`` once; a module already registered under another name is skipped."""
@@ -130,7 +143,7 @@ class PluginManager(pluggy.PluginManager):
         try:
             self.register(module, name=label)
         except (ValueError, pluggy.PluginValidationError) as exc:
-            raise BenchError(f"plugin {label!r} ({module.__name__}) is invalid: {exc}") from exc
+            raise BenchError(f"plugin {label!r} ({module.__name__}) is invalid: {' '.join(str(exc).split())}") from exc
         self.sources[label] = PluginSource(label, module.__name__, distribution, version)
 
     def source(self, label: str) -> PluginSource | None:
@@ -174,7 +187,17 @@ def make_plugin_manager(extra_modules: Iterable[str] = (), blocked: Iterable[str
         if pm.is_blocked(module_name):
             continue
         pm.add(_import(module_name, module_name), module_name, *_distribution_of(module_name))
+        pm.explicit.append(module_name)
+    check_hook_names(pm)
     return pm
+
+
+def check_hook_names(pm: PluginManager) -> None:
+    """A misspelled hook (``@hookimpl def cnnbench_epoch_ends``) is an error, not silence."""
+    try:
+        pm.check_pending()
+    except pluggy.PluginValidationError as exc:
+        raise BenchError(f"plugin {pm.get_name(exc.plugin)!r}: {' '.join(str(exc).split())}") from None
 
 
 def _entry_points() -> list[metadata.EntryPoint]:
@@ -185,6 +208,46 @@ def _entry_points() -> list[metadata.EntryPoint]:
     return list(unique.values())
 
 
+class SafeHooks:
+    """``hooks.cnnbench_x(**kwargs)`` as pluggy calls it, except that an exception raised by
+    plugin code (``SystemExit`` included) becomes a ``BenchError`` naming the plugin and hook."""
+
+    def __init__(self, pm: PluginManager) -> None:
+        self._pm = pm
+
+    def __getattr__(self, name: str) -> Any:
+        caller = getattr(self._pm.hook, name)
+
+        def call(**kwargs: Any) -> Any:
+            try:
+                return caller(**kwargs)
+            except (BenchError, KeyboardInterrupt):
+                raise
+            except (Exception, SystemExit) as exc:
+                raise BenchError(
+                    f"plugin {self.culprit(exc)!r} failed in {name}: {type(exc).__name__}: {first_line(exc)}"
+                ) from exc
+
+        return call
+
+    def culprit(self, exc: BaseException) -> str:
+        """The plugin whose module holds the innermost frame of the traceback."""
+        files = {}
+        for label, plugin in self._pm.list_name_plugin():
+            with contextlib.suppress(TypeError, OSError):
+                files[os.path.realpath(inspect.getfile(plugin))] = label
+        for frame in reversed(traceback.extract_tb(exc.__traceback__)):
+            label = files.get(os.path.realpath(frame.filename))
+            if label:
+                return label
+        return "unknown"
+
+
+def first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else "(no message)"
+
+
 class Registry:
     """Everything the plugins registered, indexed by name; built once per process."""
 
@@ -193,8 +256,9 @@ class Registry:
         self._cache: dict[str, dict[str, Registered]] = {}
 
     @property
-    def hook(self) -> Any:
-        return self.pm.hook
+    def hook(self) -> SafeHooks:
+        """Hook caller for the run lifecycle: a plugin's exception becomes one line naming it."""
+        return SafeHooks(self.pm)
 
     def plugins(self) -> list[tuple[str, str]]:
         """``(plugin name, module)`` for every registered plugin."""
@@ -212,19 +276,23 @@ class Registry:
         for impl in getattr(self.pm.hook, hook_name).get_hookimpls():
             plugin = impl.plugin_name
             try:
-                records = impl.function() or []
-                records = list(records)
+                returned = list(impl.function() or [])
             except Exception as exc:
                 raise BenchError(
                     f"plugin {plugin!r} raised while registering {kind}: {type(exc).__name__}: {exc}"
                 ) from exc
-            for record in records:
+            for record in returned:
                 if not isinstance(record, record_type):
                     raise BenchError(
                         f"plugin {plugin!r} returned {type(record).__name__} from {hook_name}; "
                         f"expected {record_type.__name__}"
                     )
                 name = getattr(record, key)
+                if kind in NAMED_FILES and not SAFE_NAME.fullmatch(str(name)):
+                    raise BenchError(
+                        f"plugin {plugin!r} registers {kind[:-1]} {name!r}: names must be letters, digits, "
+                        "'_', '-' or '.' (not leading), as they become parts of file names"
+                    )
                 if name in found:
                     raise BenchError(
                         f"{kind[:-1]} {name!r} is registered twice: by plugin "
@@ -255,19 +323,19 @@ class Registry:
             if fnmatch.fnmatch(name, pattern) and (dataset is None or entry.record.dataset == dataset)
         ]
 
-    def model(self, name: str) -> ModelSpec:
+    def model(self, name: str) -> records.ModelSpec:
         return self.get("models", name)
 
-    def dataset(self, name: str) -> DatasetSpec:
+    def dataset(self, name: str) -> records.DatasetSpec:
         return self.get("datasets", name)
 
-    def augmentation(self, name: str) -> AugmentationSpec:
+    def augmentation(self, name: str) -> records.AugmentationSpec:
         return self.get("augmentations", name)
 
-    def normalizer(self, name: str) -> NormalizerSpec:
+    def normalizer(self, name: str) -> records.NormalizerSpec:
         return self.get("normalizers", name)
 
-    def loader(self, name: str) -> LoaderSpec:
+    def loader(self, name: str) -> records.LoaderSpec:
         return self.get("loaders", name)
 
     def targets(self, dataset: str | None = None) -> list[Target]:
@@ -279,7 +347,7 @@ class Registry:
         return build_model(spec, self.normalizer(normalizer or spec.normalizer), dropout)
 
 
-def build_model(spec: ModelSpec, normalizer: NormalizerSpec, dropout: float | None = None) -> Any:
+def build_model(spec: records.ModelSpec, normalizer: records.NormalizerSpec, dropout: float | None = None) -> Any:
     """``spec.factory(norm=..., dropout=...)``; dropout falls back to the recipe's."""
     kwargs: dict[str, Any] = {"norm": resolve(normalizer.factory)}
     dropout = dropout if dropout is not None else spec.recipe.dropout
@@ -290,7 +358,7 @@ def build_model(spec: ModelSpec, normalizer: NormalizerSpec, dropout: float | No
     except BenchError:
         raise
     except Exception as exc:  # third-party code
-        raise BenchError(f"model {spec.name!r}: its factory raised {type(exc).__name__}: {exc}") from exc
+        raise BenchError(f"model {spec.name!r}: its factory raised {type(exc).__name__}: {first_line(exc)}") from exc
 
 
 _default: Registry | None = None

@@ -105,10 +105,7 @@ def predict_test_set(record: RunRecord, record_path: Path, registry: Any, data_d
 
     dataset = registry.dataset(record.dataset)
     model = registry.create_model(record.model, record.normalizer, record.recipe.get("dropout"))
-    try:
-        model.load_state_dict(torch.load(weights, map_location="cpu", weights_only=True))
-    except (RuntimeError, OSError, EOFError) as exc:
-        raise BenchError(f"cannot load {weights} into {record.model}: {str(exc).splitlines()[0]}") from exc
+    model.load_state_dict(load_weights(weights, record.model, model))
     model.eval()
     images, labels = resolve(dataset.load)(resolve_data_dir(data_dir), "test")
     n = int(record.test_images or len(labels))
@@ -263,3 +260,28 @@ def compare_text(a: RunRecord, b: RunRecord) -> str:
             [[c, pct(a.per_class_acc.get(c)), pct(b.per_class_acc.get(c))] for c in classes],
             headers=["class", "A", "B"], tablefmt="simple", disable_numparse=True))
     return "\n\n".join(out) + "\n"
+
+
+def load_weights(path: Path, model_name: str, model: Any) -> dict[str, Any]:
+    """A state dict that fits ``model``, from a file ``torch.load(weights_only=True)`` accepts.
+
+    Empty, truncated, non-torch, pickled-code or wrongly shaped files are one ``BenchError`` line.
+    """
+    import torch
+
+    from .registry import first_line
+
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # torch raises many kinds here (UnpicklingError, RuntimeError, EOFError, ...)
+        raise BenchError(f"{path}: not a loadable weights file ({type(exc).__name__}: {first_line(exc)})") from exc
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise BenchError(f"{path}: not a state dict of tensors")
+    expected = model.state_dict()
+    if set(state) != set(expected):
+        raise BenchError(f"{path}: its layers do not match model {model_name!r} ({len(state)} vs {len(expected)} keys)")
+    wrong = [k for k, v in state.items() if v.shape != expected[k].shape]
+    if wrong:
+        raise BenchError(f"{path}: {wrong[0]} has shape {tuple(state[wrong[0]].shape)}, model {model_name!r} "
+                         f"expects {tuple(expected[wrong[0]].shape)}")
+    return state

@@ -9,8 +9,8 @@ from .plan import RunPlan
 from .runrecord import RunRecord
 
 
-def parse_seeds(text: str) -> list[int]:
-    """``"5"`` -> ``[0, 1, 2, 3, 4]``; ``"1,2,7"`` -> ``[1, 2, 7]``."""
+def parse_seeds(text: str, max_seed: int = 2**63 - 1) -> list[int]:
+    """``"5"`` -> ``[0, 1, 2, 3, 4]``; ``"1,2,7"`` -> ``[1, 2, 7]``; seeds lie in ``[0, max_seed]``."""
     try:
         if "," in text:
             seeds = [int(s) for s in text.split(",") if s.strip()]
@@ -20,6 +20,10 @@ def parse_seeds(text: str) -> list[int]:
         raise BenchError(f"--seeds {text!r}: give a count (5) or a comma-separated list (1,2,3)") from None
     if not seeds or len(set(seeds)) != len(seeds):
         raise BenchError(f"--seeds {text!r}: need at least one seed and no repeats")
+    if "," not in text and len(seeds) > 1000:
+        raise BenchError(f"--seeds {text!r}: at most 1000 seeds in one command")
+    if any(s < 0 or s > max_seed for s in seeds):
+        raise BenchError(f"--seeds {text!r}: seeds must lie in 0..{max_seed}")
     return seeds
 
 

@@ -5,7 +5,9 @@ lenient: a malformed or half-written file is skipped with a warning that names i
 records of older schema versions are upgraded on read (``RunRecord.from_json``).
 
 Schema history: 0 had no ``schema_version``; 1 added it; 2 added ``plugins`` (which
-plugin and distribution supplied the model, dataset, augmentation, normalizer, loader).
+plugin and distribution supplied the model, dataset, augmentation, normalizer, loader),
+``status`` (complete, stopped or diverged), ``resumed_at`` and ``launch`` (launcher, sweep
+job key, how many cnnbench jobs shared the device, node).
 Keys a plugin adds to a record at ``cnnbench_run_end`` (``record.extra``) are kept as
 top-level keys of the file.
 """
@@ -130,6 +132,9 @@ class RunRecord:
     git: dict[str, Any] = field(default_factory=dict)
     weights: str | None = None
     plugins: dict[str, Any] = field(default_factory=dict)
+    status: str = "complete"  # complete | stopped (by a hook) | diverged (loss not finite)
+    resumed_at: list[int] = field(default_factory=list)  # epochs after which the run was resumed
+    launch: dict[str, Any] = field(default_factory=dict)  # launcher, job_key, jobs_on_device, node
     schema_version: int = SCHEMA_VERSION
     extra: dict[str, Any] = field(default_factory=dict)  # keys plugins added; saved top level
 
@@ -138,7 +143,8 @@ class RunRecord:
         "schema_version", "run_id", "model", "dataset", "normalizer", "augmentation", "loader", "params", "recipe",
         "seed", "device", "precision", "created", "command", "source", "epochs", "epochs_run", "final_test_acc",
         "best_test_acc", "best_epoch", "per_class_acc", "confusion", "train_images", "test_images", "total_seconds",
-        "images_per_s", "stopped_by", "threads", "machine", "versions", "git", "weights", "plugins",
+        "images_per_s", "stopped_by", "threads", "machine", "versions", "git", "weights", "plugins", "status",
+        "resumed_at", "launch",
     )
 
     @property
@@ -193,7 +199,7 @@ _TYPES: dict[str, tuple[type, ...]] = {
     "machine": (dict,), "versions": (dict,), "git": (dict,), "plugins": (dict,), "confusion": (list,),
     "seed": (int,), "epochs_run": (int,), "best_epoch": (int,), "train_images": (int,), "test_images": (int,),
     "threads": (int,), "weights": (str,), "device": (str,), "created": (str,), "command": (str,), "source": (str,),
-    "stopped_by": (str,),
+    "stopped_by": (str,), "status": (str,), "resumed_at": (list,), "launch": (dict,),
 }
 
 
@@ -205,6 +211,9 @@ def _check_types(kwargs: dict[str, Any]) -> None:
     for key in ("final_test_acc", "best_test_acc"):
         if not _is_number(kwargs[key]) or not 0 <= kwargs[key] <= 1:
             raise ValueError(f"{key} {kwargs[key]!r} is not a fraction in [0, 1]")
+    weights = kwargs.get("weights")
+    if weights is not None and (Path(weights).name != weights or weights in (".", "..")):
+        raise ValueError(f"weights {weights!r} is not a file name in the results directory")
     if kwargs["params"] < 0:
         raise ValueError(f"params {kwargs['params']} is negative")
     for key in ("total_seconds", "images_per_s"):
@@ -230,6 +239,9 @@ def upgrade(record: dict[str, Any]) -> dict[str, Any]:
     record.setdefault("precision", "fp32")
     record.setdefault("per_class_acc", {})
     record.setdefault("plugins", {})  # 1 -> 2: unknown for older runs
+    record.setdefault("status", "complete")  # 1 -> 2: older runs had no divergence check or resume
+    record.setdefault("resumed_at", [])
+    record.setdefault("launch", {})
     record["schema_version"] = SCHEMA_VERSION
     return record
 

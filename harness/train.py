@@ -9,6 +9,7 @@ Console output comes from the ``console`` plugin through the lifecycle hooks.
 from __future__ import annotations
 
 import io
+import math
 import random
 import time
 from dataclasses import asdict
@@ -20,6 +21,8 @@ import torch
 from torch.nn import functional as F
 
 from . import provenance
+from .checkpoint import checkpoint_path, restore, save_checkpoint, snapshot
+from .errors import BenchError, RunInterrupted, Terminated
 from .files import write_exclusive
 from .plan import RunPlan
 from .records import LoaderRequest, resolve
@@ -27,50 +30,82 @@ from .registry import build_model
 from .runrecord import EpochStats, RunInfo, RunRecord, new_run_id, write_record
 
 
-def train(plan: RunPlan, seed: int, hooks: Any) -> tuple[RunRecord, Path]:
-    """Train ``plan`` with ``seed``; returns the run record and the path it was written to."""
+def train(plan: RunPlan, seed: int, hooks: Any, resume: dict[str, Any] | None = None) -> tuple[RunRecord, Path]:
+    """Train ``plan`` with ``seed`` (or continue the checkpoint ``resume``); returns the record and its path."""
     device = torch.device(plan.device)
     if plan.threads:
         torch.set_num_threads(plan.threads)
-    git = provenance.git_commit()  # before training: the tree may change while a long run goes on
+    git = resume["git"] if resume else provenance.git_commit()  # the tree may change during a long run
     seed_everything(seed)
     splits = load_splits(plan)
-    train_batches = make_loader(plan, splits, "train", seed, device)
-    test_batches = make_loader(plan, splits, "test", seed, device)
+    loaders = {split: make_loader(plan, splits, split, seed, device) for split in ("train", "test")}
     model = build_model(plan.model, plan.normalizer, plan.recipe.dropout).to(device)
-    optimizer, scheduler = make_optimizer(model, plan, len(train_batches))
-    run = run_info(plan, seed, model)
+    optimizer, scheduler = make_optimizer(model, plan, len(loaders["train"]))
+    run = RunInfo(**resume["run"]) if resume else run_info(plan, seed, model)
+    epochs = [EpochStats.from_json(e) for e in resume["epochs"]] if resume else []
+    elapsed, confusion = (resume["elapsed"], resume.get("confusion")) if resume else (0.0, None)
+    if resume:
+        restore(resume, model, optimizer, scheduler, loaders)
+    ckpt = checkpoint_path(plan.results_dir, run.run_id)
+
+    def save() -> None:
+        state = snapshot(plan, run, seed, model, optimizer, scheduler, loaders, epochs, elapsed, git)
+        save_checkpoint(ckpt, {**state, "confusion": confusion})
+
     hooks.cnnbench_run_start(run=run)
+    if not resume:
+        save()  # an interrupted first epoch can be resumed too
+    status, stopped_by = "complete", None
+    try:
+        for epoch in range(len(epochs) + 1, plan.recipe.epochs + 1):
+            t0 = time.perf_counter()
+            stats, confusion = run_epoch(plan, run, epoch, model, optimizer, scheduler, loaders, hooks)
+            epochs.append(stats)
+            elapsed += time.perf_counter() - t0
+            if stats.train_loss is None:
+                status, stopped_by = "diverged", f"diverged: the training loss was not finite in epoch {epoch}"
+            else:
+                save()
+            if any(hooks.cnnbench_epoch_end(run=run, epoch=stats)) and status == "complete":
+                status, stopped_by = "stopped", f"a cnnbench_epoch_end hook after epoch {epoch}"
+            if status != "complete":
+                break
+    except KeyboardInterrupt as exc:
+        raise RunInterrupted(run.run_id, len(epochs), str(plan.results_dir), isinstance(exc, Terminated)) from None
 
-    epochs: list[EpochStats] = []
-    stopped_by, started, total = None, time.perf_counter(), plan.recipe.epochs
-    for epoch in range(1, total + 1):
-        t0, lr = time.perf_counter(), optimizer.param_groups[0]["lr"]
-        batches = hooks.cnnbench_epoch_batches(
-            run=run, epoch=epoch, epochs=total, batches=train_batches, progress=plan.progress
-        )
-        train_loss, train_acc, seen = fit_epoch(model, batches or train_batches, optimizer, scheduler, plan)
-        train_seconds = time.perf_counter() - t0
-        if scheduler is not None and plan.recipe.scheduler != "onecycle":
-            scheduler.step()
-        test_loss, test_acc, confusion = evaluate(model, test_batches, plan.dataset.num_classes, plan.precision)
-        stats = EpochStats(
-            epoch=epoch, train_loss=train_loss, train_acc=train_acc, test_loss=test_loss, test_acc=test_acc, lr=lr,
-            seconds=round(time.perf_counter() - t0, 3), images_per_s=round(seen / train_seconds, 1),
-        )
-        epochs.append(stats)
-        if any(hooks.cnnbench_epoch_end(run=run, epoch=stats)):
-            stopped_by = f"a cnnbench_epoch_end hook after epoch {epoch}"
-            break
-
-    elapsed = time.perf_counter() - started
-    record = build_record(plan, run, epochs, confusion, splits, elapsed, stopped_by, git)
-    if plan.save_weights:
-        record.weights = save_weights(model, plan.results_dir, run.run_id)
+    record = build_record(plan, run, epochs, confusion, splits, elapsed, stopped_by, git, status)
     hooks.cnnbench_run_end(run=run, record=record)
-    path = write_record(record, plan.results_dir)
+    path = write_run(plan, record, model)
     hooks.cnnbench_record_written(record=record, path=path)
+    ckpt.unlink(missing_ok=True)
     return record, path
+
+
+def run_epoch(plan: RunPlan, run: RunInfo, epoch: int, model: torch.nn.Module, optimizer: Any, scheduler: Any,
+              loaders: dict[str, Any], hooks: Any) -> tuple[EpochStats, Any]:
+    """Fit one epoch, step an epoch-wise schedule, evaluate; the stats and the confusion matrix."""
+    t0, lr = time.perf_counter(), optimizer.param_groups[0]["lr"]
+    batches = hooks.cnnbench_epoch_batches(
+        run=run, epoch=epoch, epochs=plan.recipe.epochs, batches=loaders["train"], progress=plan.progress
+    )
+    if batches is not None and not hasattr(batches, "__iter__"):
+        raise BenchError(f"cnnbench_epoch_batches returned {type(batches).__name__}, not an iterable of batches")
+    train_loss, train_acc, seen = fit_epoch(model, batches or loaders["train"], optimizer, scheduler, plan)
+    train_seconds = time.perf_counter() - t0
+    if scheduler is not None and plan.recipe.scheduler != "onecycle":
+        scheduler.step()
+    test_loss, test_acc, confusion = evaluate(model, loaders["test"], plan.dataset.num_classes, plan.precision)
+    stats = EpochStats(
+        epoch=epoch, train_loss=finite(train_loss), train_acc=train_acc, test_loss=finite(test_loss),
+        test_acc=test_acc, lr=lr, seconds=round(time.perf_counter() - t0, 3),
+        images_per_s=round(seen / train_seconds, 1),
+    )
+    return stats, confusion
+
+
+def finite(value: float) -> float | None:
+    """NaN and infinities are not numbers a record can hold (strict JSON): they become None."""
+    return value if math.isfinite(value) else None
 
 
 def seed_everything(seed: int) -> None:
@@ -179,7 +214,7 @@ def run_info(plan: RunPlan, seed: int, model: torch.nn.Module) -> RunInfo:
 
 def build_record(
     plan: RunPlan, run: RunInfo, epochs: list[EpochStats], confusion: Any, splits: dict[str, Any],
-    elapsed: float, stopped_by: str | None, git: dict[str, Any],
+    elapsed: float, stopped_by: str | None, git: dict[str, Any], status: str = "complete",
 ) -> RunRecord:
     """The run record: what was run, what every epoch measured, and where (machine, versions, commit)."""
     best = max(epochs, key=lambda e: e.test_acc)
@@ -190,16 +225,24 @@ def build_record(
         source=plan.model.source, epochs=epochs, epochs_run=len(epochs), final_test_acc=epochs[-1].test_acc,
         best_test_acc=best.test_acc, best_epoch=best.epoch, per_class_acc=dict(zip(names, per_class, strict=False)),
         confusion=confusion.tolist(), train_images=len(splits["train"][1]), test_images=len(splits["test"][1]),
-        total_seconds=round(elapsed, 2), images_per_s=round(float(np.median([e.images_per_s for e in epochs])), 1),
+        total_seconds=round(elapsed, 2), images_per_s=round(float(np.median([e.images_per_s or 0 for e in epochs])), 1),
         stopped_by=stopped_by, threads=torch.get_num_threads(), machine=provenance.machine(torch.device(plan.device)),
-        versions=provenance.library_versions(), git=git, plugins=plan.plugins,
+        versions=provenance.library_versions(), git=git, plugins=plan.plugins, status=status,
+        resumed_at=list(plan.resumed_at), launch=plan.launch,
+        weights=f"{run.run_id}.pt" if plan.save_weights and status != "diverged" else None,
     )
 
 
-def save_weights(model: torch.nn.Module, results_dir: Path, run_id: str) -> str:
-    """Write the model's state dict as ``<run_id>.pt`` (atomic, never overwriting); returns the file name."""
-    buffer = io.BytesIO()
-    torch.save({k: v.detach().cpu() for k, v in model.state_dict().items()}, buffer)
-    path = Path(results_dir) / f"{run_id}.pt"
-    write_exclusive(path, buffer.getvalue())
-    return path.name
+def write_run(plan: RunPlan, record: RunRecord, model: torch.nn.Module) -> Path:
+    """Weights (when the record names them) then the record; weights never outlive a failed record write."""
+    weights = Path(plan.results_dir) / record.weights if record.weights else None
+    if weights is not None:
+        buffer = io.BytesIO()
+        torch.save({k: v.detach().cpu() for k, v in model.state_dict().items()}, buffer)
+        write_exclusive(weights, buffer.getvalue())
+    try:
+        return write_record(record, plan.results_dir)
+    except BaseException:
+        if weights is not None:
+            weights.unlink(missing_ok=True)
+        raise

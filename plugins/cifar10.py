@@ -7,11 +7,12 @@ what the official files contain, so a crafted batch cannot run code.
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 from typing import Any
 
 from cnnbench import BenchError, DatasetSpec, hookimpl
-from cnnbench.datadir import md5sum, resolve_data_dir
+from cnnbench.datadir import resolve_data_dir
 
 FOLDER = "cifar-10-batches-py"
 SPLITS = {
@@ -66,30 +67,52 @@ def try_download(root: Path) -> None:
         ) from exc
 
 
+def one_line(text: object) -> str:
+    """``text`` with every run of whitespace (newlines included) turned into one space."""
+    return " ".join(str(text).split())
+
+
 def read_batch(path: Path) -> dict[bytes, Any]:
     """Check one file's md5 and unpickle it safely; every failure names the file."""
-    import pickle
-
     from .cifar_unpickle import restricted_loads
 
     expected = OFFICIAL_MD5[path.name]
-    if md5sum(path) != expected:
+    try:
+        data = path.read_bytes()  # read once: the bytes checked are the bytes unpickled
+    except OSError as exc:
+        raise BenchError(f"{path}: cannot be read ({one_line(exc)})") from exc
+    if hashlib.md5(data).hexdigest() != expected:
         raise BenchError(f"{path}: md5 differs from the official {expected}; the file is corrupt, truncated or altered")
     try:
-        batch = restricted_loads(path.read_bytes())
-    except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError, IndexError) as exc:
-        raise BenchError(f"{path}: cannot be read as a CIFAR-10 batch ({type(exc).__name__}: {exc})") from exc
+        batch = restricted_loads(data)
+    except Exception as exc:  # whatever a damaged or crafted pickle makes the unpickler raise
+        reason = one_line(f"{type(exc).__name__}: {exc}")[:300]
+        raise BenchError(f"{path}: cannot be read as a CIFAR-10 batch ({reason})") from exc
     if not isinstance(batch, dict):
         raise BenchError(f"{path}: holds a {type(batch).__name__}, expected a dict")
     return batch
 
 
 def read_class_names(folder: Path) -> tuple[str, ...]:
-    meta = read_batch(folder / META)
-    names = meta.get(b"label_names")
+    path = folder / META
+    names = read_batch(path).get(b"label_names")
     if not isinstance(names, list) or not all(isinstance(n, bytes) for n in names):
-        raise BenchError(f"{folder / META}: no list of label_names")
-    return tuple(n.decode("ascii") for n in names)
+        raise BenchError(f"{path}: no list of label_names")
+    try:
+        return tuple(n.decode("ascii") for n in names)
+    except UnicodeDecodeError:
+        raise BenchError(f"{path}: label_names are not ASCII") from None
+
+
+def describe(value: Any) -> str:
+    """``a uint8 array of shape (3, 4)``, ``a list``, ``missing``: what a batch entry is, for messages."""
+    import numpy as np
+
+    if value is None:
+        return "missing"
+    if isinstance(value, np.ndarray):
+        return f"a {value.dtype} array of shape {value.shape}"
+    return f"a {type(value).__name__}"
 
 
 def decode_batch(path: Path, batch: dict[bytes, Any]) -> tuple[Any, Any]:
@@ -98,15 +121,18 @@ def decode_batch(path: Path, batch: dict[bytes, Any]) -> tuple[Any, Any]:
 
     data, labels = batch.get(b"data"), batch.get(b"labels")
     if not isinstance(data, np.ndarray) or data.dtype != np.uint8 or data.shape != (PER_BATCH, 3 * 32 * 32):
-        shape = getattr(data, "shape", None)
-        raise BenchError(f"{path}: 'data' is {type(data).__name__} {shape}, expected uint8 {PER_BATCH} x 3072")
+        raise BenchError(f"{path}: 'data' is {describe(data)}, expected a uint8 array of shape ({PER_BATCH}, 3072)")
     if not isinstance(labels, list) or len(labels) != PER_BATCH:
-        raise BenchError(f"{path}: 'labels' is not a list of {PER_BATCH} ints")
-    label_array = np.asarray(labels, dtype=np.int64)
-    if label_array.min() < 0 or label_array.max() >= len(CLASS_NAMES):
-        raise BenchError(f"{path}: labels outside 0-{len(CLASS_NAMES) - 1}")
+        what = f"a list of {len(labels)}" if isinstance(labels, list) else describe(labels)
+        raise BenchError(f"{path}: 'labels' is {what}, expected a list of {PER_BATCH} ints")
+    if not all(type(label) is int for label in labels):
+        bad = next(label for label in labels if type(label) is not int)
+        raise BenchError(f"{path}: 'labels' holds a {type(bad).__name__}, expected ints")
+    low, high = min(labels), max(labels)
+    if low < 0 or high >= len(CLASS_NAMES):
+        raise BenchError(f"{path}: labels span {low}..{high}, outside 0-{len(CLASS_NAMES) - 1}")
     # rows are R, G, B planes of 32 x 32, i.e. already channel-first
-    return data.reshape(PER_BATCH, 3, 32, 32), label_array
+    return data.reshape(PER_BATCH, 3, 32, 32), np.asarray(labels, dtype=np.int64)
 
 
 def load(data_dir: str | Path | None, split: str) -> tuple[Any, Any]:

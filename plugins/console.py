@@ -38,9 +38,10 @@ def cnnbench_epoch_batches(run: RunInfo, epoch: int, epochs: int, batches: Itera
 def cnnbench_epoch_end(run: RunInfo, epoch: EpochStats) -> None:
     from tqdm.auto import tqdm
 
+    loss = "not finite" if epoch.train_loss is None else f"{epoch.train_loss:.4f}"
     tqdm.write(
-        f"epoch {epoch.epoch:>3}  loss {epoch.train_loss:.4f}  train {epoch.train_acc:.2%}  "
-        f"test {epoch.test_acc:.2%}  lr {epoch.lr:.4g}  {epoch.seconds:.1f}s  {epoch.images_per_s:,.0f} img/s"
+        f"epoch {epoch.epoch:>3}  loss {loss}  train {pct(epoch.train_acc)}  "
+        f"test {pct(epoch.test_acc)}  lr {epoch.lr:.4g}  {epoch.seconds:.1f}s  {epoch.images_per_s:,.0f} img/s"
     )
 
 

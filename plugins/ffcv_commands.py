@@ -14,8 +14,9 @@ from cnnbench import hookimpl
 @click.command()
 @click.option("--dataset", required=True, help="Dataset to convert (see `bench list datasets`), e.g. mnist, cifar10.")
 @click.option("--out", "out_dir", type=click.Path(file_okay=False),
-              help="Folder for the .beton files [first writable of <data-dir>/ffcv, $BENCH_CACHE_DIR/ffcv, "
-                   "~/.cache/cnnbench/ffcv].")
+              help="Folder to read and write the .beton files in [the cache: $BENCH_CACHE_DIR/ffcv, else "
+                   "$XDG_CACHE_HOME/cnnbench/ffcv, else ~/.cache/cnnbench/ffcv; an up-to-date file in "
+                   "<data-dir>/ffcv is reused, but nothing is written into the data dir unless --out names it].")
 @click.option("--data-dir", type=click.Path(file_okay=False),
               help="Folder holding the dataset [$BENCH_DATA_DIR or ./data]")
 @click.option("--split", type=click.Choice(["train", "test", "both"]), default="both", show_default=True)
@@ -27,7 +28,7 @@ def convert(ctx: click.Context, dataset: str, out_dir: str | None, data_dir: str
     """Write the train and test splits of DATASET as ffcv .beton files (for `--loader ffcv`).
 
     A split whose file is up to date (same source-file checksums) is skipped; a changed
-    source is converted again.
+    source is converted again. Files go to the cache dir (or --out), never into the data dir.
     """
     from cnnbench.cli import registry_from
 

@@ -14,6 +14,11 @@ that looks finished. Conversions of one file are serialized by a lock file besid
 runs started together convert once (two writers' files differ in layout: a reader that
 took the header of one and the pages of the other read garbage images).
 
+Files are written to the user's cache dir (``cache_dir()``) or to the folder the caller
+names (``bench convert --out DIR``, the loader option ``ffcv_dir``), never into the data
+dir: datasets may be shared or read-only, and a run must leave them as it found them. An
+up-to-date file in ``<data-dir>/ffcv`` (where earlier versions wrote) is still read.
+
 ffcv is imported only inside functions (it pulls numba and sets torch's thread count).
 """
 
@@ -65,13 +70,18 @@ def keep_torch_threads() -> Iterator[None]:
             torch.set_num_threads(threads)
 
 
+def one_line(text: object) -> str:
+    """``text`` with every run of whitespace (newlines included) turned into one space."""
+    return " ".join(str(text).split())
+
+
 def require_ffcv() -> Any:
     """``import ffcv`` with torch's thread count kept, or a one-line ``BenchError`` saying how to install it."""
     with keep_torch_threads():
         try:
             import ffcv
         except ImportError as exc:
-            raise BenchError(f"ffcv is not installed ({exc}); {INSTALL_HINT}") from None
+            raise BenchError(f"ffcv is not installed ({one_line(exc)}); {INSTALL_HINT}") from None
     return ffcv
 
 
@@ -79,16 +89,26 @@ def require_ffcv() -> Any:
 
 
 def cache_dir() -> Path:
-    """``$BENCH_CACHE_DIR/ffcv``, else ``$XDG_CACHE_HOME/cnnbench/ffcv``, else ``~/.cache/cnnbench/ffcv``."""
+    """``$BENCH_CACHE_DIR/ffcv``, else ``$XDG_CACHE_HOME/cnnbench/ffcv``, else ``~/.cache/cnnbench/ffcv``.
+
+    A relative ``XDG_CACHE_HOME`` is ignored, as the XDG spec says.
+    """
     if os.environ.get("BENCH_CACHE_DIR"):
         return Path(os.environ["BENCH_CACHE_DIR"]) / "ffcv"
-    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    return Path(base) / "cnnbench" / "ffcv"
+    xdg = os.environ.get("XDG_CACHE_HOME")
+    base = Path(xdg) if xdg and os.path.isabs(xdg) else Path.home() / ".cache"
+    return base / "cnnbench" / "ffcv"
+
+
+def legacy_dir(data_dir: str | os.PathLike[str] | None) -> Path:
+    """``<data-dir>/ffcv``, where earlier versions wrote: read when up to date, never written."""
+    return resolve_data_dir(data_dir) / "ffcv"
 
 
 def default_dirs(data_dir: str | os.PathLike[str] | None) -> list[Path]:
-    """Where converted files are looked for, in order: ``<data-dir>/ffcv``, then the cache dir."""
-    return [resolve_data_dir(data_dir) / "ffcv", cache_dir()]
+    """Where converted files are looked for without ``out_dir``, in order: the cache dir (the
+    only one written), then ``<data-dir>/ffcv`` (read only)."""
+    return [cache_dir(), legacy_dir(data_dir)]
 
 
 def writable(directory: Path) -> bool:
@@ -195,7 +215,15 @@ def up_to_date(beton: Path, key: dict[str, Any]) -> dict[str, Any] | None:
 
 
 def validate(spec: DatasetSpec, images: Any, labels: Any) -> tuple[Any, Any]:
-    """Check every sample before ffcv sees it; returns ``(images N x H x W x C uint8, labels int64)``.
+    """Check every sample before ffcv sees it; returns ``(images N x H x W x C uint8, labels int64)``."""
+    import numpy as np
+
+    imgs, labs = check_samples(spec, images, labels)
+    return np.ascontiguousarray(imgs.transpose(0, 2, 3, 1)), labs.astype(np.int64)
+
+
+def check_samples(spec: DatasetSpec, images: Any, labels: Any) -> tuple[Any, Any]:
+    """``(images, labels)`` as numpy arrays, or a one-line ``BenchError`` on the first problem.
 
     All samples are slices of one array, so checking the array's dtype and shape checks the
     shape and dtype of every sample.
@@ -216,7 +244,7 @@ def validate(spec: DatasetSpec, images: Any, labels: Any) -> tuple[Any, Any]:
         raise BenchError(f"{spec.name}: the split is empty")
     if labs.min() < 0 or labs.max() >= spec.num_classes:
         raise BenchError(f"{spec.name}: labels span {labs.min()}..{labs.max()}, expected 0..{spec.num_classes - 1}")
-    return np.ascontiguousarray(imgs.transpose(0, 2, 3, 1)), labs.astype(np.int64)
+    return imgs, labs
 
 
 class _Samples:
@@ -285,8 +313,9 @@ def ensure_beton(
 ) -> Converted:
     """The ``.beton`` of one split: reused when its stamp matches the sources, else (re)written.
 
-    Without ``out_dir`` an up-to-date file is looked for in ``<data-dir>/ffcv`` and the cache
-    dir, and a new one goes to the first of them that is writable.
+    With ``out_dir`` the file is looked for and written there. Without it an up-to-date file
+    is looked for in the cache dir and then in ``<data-dir>/ffcv``, and a new one is written
+    to the cache dir: nothing is ever written into the data dir unless ``out_dir`` names it.
     """
     if split not in SPLITS:
         raise BenchError(f"unknown split {split!r}; valid splits: {', '.join(SPLITS)}")
@@ -296,6 +325,7 @@ def ensure_beton(
     sums = source_checksums(spec.name, data_dir, split)
     if sums is None:  # files unknown: the content itself is the fingerprint
         loaded = resolve(spec.load)(data_dir, split)
+        check_samples(spec, *loaded)  # before hashing: an empty or odd array cannot be hashed
         sources: dict[str, Any] = {"content_sha256": content_sha256(*loaded)}
     else:
         sources = {"files_md5": sums}
@@ -303,18 +333,15 @@ def ensure_beton(
 
     candidates = [Path(out_dir)] if out_dir else default_dirs(data_dir)
     if not force:
-        for directory in candidates:
+        for directory in candidates:  # reading only: nothing is created here
             stamp = up_to_date(beton_path(directory, spec.name, split), key)
             if stamp:
                 return Converted(beton_path(directory, spec.name, split), int(stamp["count"]), False)
 
-    target = next((d for d in candidates if writable(d)), None)
-    if target is None:
-        where = " or ".join(map(str, candidates))
-        raise BenchError(f"cannot write ffcv files to {where} (read-only or cannot be created)"
-                         + ("" if out_dir else "; pass --out DIR or set BENCH_CACHE_DIR"))
-    if target != candidates[0]:
-        log(f"note: {candidates[0]} is not writable; writing ffcv files to {target} (set BENCH_CACHE_DIR to move it)")
+    target = candidates[0]  # out_dir, else the cache dir; never <data-dir>/ffcv
+    if not writable(target):
+        hint = "pass another --out DIR" if out_dir else "set BENCH_CACHE_DIR or pass --out DIR"
+        raise BenchError(f"cannot write ffcv files to {target} (read-only or cannot be created); {hint}")
     path = beton_path(target, spec.name, split)
     with conversion_lock(path):
         # runs started together all find the file missing; the first converts, the rest reuse it
@@ -353,12 +380,15 @@ def convert(
     images_hwc, labs = validate(spec, images, labels)
     kind = field_kind(spec.image_shape)
     log(f"converting {spec.name} {split} ({len(labs):,} images, {kind} field) to {path}")
-    write_beton(path, kind, images_hwc, labs, workers)
-    seconds = round(time.perf_counter() - started, 2)
-    write_stamp(path, {
-        "key": key, "count": len(labs), "bytes": path.stat().st_size,
-        "content_sha256": sources.get("content_sha256") or content_sha256(images, labels),
-        "ffcv_version": metadata.version("ffcv"), "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
-        "seconds": seconds,
-    })
+    try:
+        write_beton(path, kind, images_hwc, labs, workers)
+        seconds = round(time.perf_counter() - started, 2)
+        write_stamp(path, {
+            "key": key, "count": len(labs), "bytes": path.stat().st_size,
+            "content_sha256": sources.get("content_sha256") or content_sha256(images, labels),
+            "ffcv_version": metadata.version("ffcv"), "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
+            "seconds": seconds,
+        })
+    except OSError as exc:  # a full disk, a folder made read-only meanwhile
+        raise BenchError(f"{path}: cannot be written ({one_line(exc)})") from exc
     return Converted(path, len(labs), True, seconds)

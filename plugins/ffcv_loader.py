@@ -1,10 +1,13 @@
 """The ``ffcv`` loader: batches read from a ``.beton`` file by ffcv's compiled pipeline.
 
 The split is converted once (``cnnbench.plugins.ffcv_convert``; ``bench convert`` does it ahead of
-time) and reused while its source files are unchanged. Each batch is decoded by ffcv,
-moved to the run's device as uint8 right after decoding, and finished there exactly as the
-in-memory loader finishes it (``BatchFinisher``: uint8 -> float in [0, 1] -> batch
-augmentation -> normalization), so both loaders feed a model the same numbers.
+time) and reused while its source files are unchanged. The file lives in the user's cache
+dir, or in the folder the loader option ``ffcv_dir`` names; never in the data dir.
+
+Each batch is decoded by ffcv, moved to the run's device as uint8 right after decoding, and
+finished there exactly as the in-memory loader finishes it (``BatchFinisher``: uint8 ->
+float in [0, 1] -> batch augmentation -> normalization), so both loaders feed a model the
+same numbers.
 
 The move to CUDA is ours, not ffcv's ``ToDevice``. ffcv decodes into host buffers it reuses
 a few batches later, and its ``ToDevice`` copies from them asynchronously; nothing stops the

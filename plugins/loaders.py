@@ -31,6 +31,16 @@ def make_generator(seed: int, device: Any) -> Any:
     return generator
 
 
+def generator_states(**generators: Any) -> dict[str, Any]:
+    return {name: g.get_state() for name, g in generators.items() if g is not None}
+
+
+def set_generator_states(state: dict[str, Any], **generators: Any) -> None:
+    for name, g in generators.items():
+        if g is not None and name in state:
+            g.set_state(state[name])
+
+
 class BatchFinisher:
     """uint8 batch -> float in [0, 1] -> batch augmentation -> normalized, on the device."""
 
@@ -76,6 +86,13 @@ class MemoryLoader:
     def __len__(self) -> int:
         n, bs = len(self.labels), self.request.batch_size
         return n // bs if self.request.drop_last else -(-n // bs)
+
+    def state_dict(self) -> dict[str, Any]:
+        """The random state that decides the next epochs (order and augmentation), for resuming."""
+        return generator_states(order=self.order_generator, augment=self.finish.generator)
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        set_generator_states(state, order=self.order_generator, augment=self.finish.generator)
 
     def __iter__(self) -> Iterator[tuple[Any, Any]]:
         import torch
@@ -139,6 +156,14 @@ class TorchvisionLoader:
 
     def __len__(self) -> int:
         return len(self.loader)
+
+    def state_dict(self) -> dict[str, Any]:
+        """Order and batch-augmentation generators; per-sample augmentations draw from the
+        global generators, which the trainer saves itself (exact with ``workers=0`` only)."""
+        return generator_states(order=self.loader.generator, augment=self.generator)
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        set_generator_states(state, order=self.loader.generator, augment=self.generator)
 
     def __iter__(self) -> Iterator[tuple[Any, Any]]:
         device = self.request.device

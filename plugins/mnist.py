@@ -31,8 +31,17 @@ def find_file(raw_dir: Path, stem: str) -> Path | None:
 
 
 def check_md5(path: Path) -> None:
+    """The official ``.gz`` files must match torchvision's md5; uncompressed files are checked by ``read_idx`` only."""
+    from .idx import one_line
+
     expected = OFFICIAL_MD5.get(path.name)
-    if expected and md5sum(path) != expected:
+    if not expected:
+        return
+    try:
+        actual = md5sum(path)
+    except OSError as exc:
+        raise BenchError(f"{path}: cannot be read ({one_line(exc)})") from exc
+    if actual != expected:
         raise BenchError(f"{path}: md5 does not match the official file; it is corrupt or altered")
 
 
@@ -72,7 +81,7 @@ def load(data_dir: str | Path | None, split: str) -> tuple[Any, Any]:
     images = read_idx(images_path, IMAGES_MAGIC, count)
     labels = read_idx(labels_path, LABELS_MAGIC, count)
     if images.shape[1:] != (28, 28):
-        raise BenchError(f"{images_path}: images are {images.shape[1:]}, expected 28 x 28")
+        raise BenchError(f"{images_path}: images are {' x '.join(map(str, images.shape[1:]))}, expected 28 x 28")
     if labels.max() > 9:
         raise BenchError(f"{labels_path}: label {labels.max()} out of range 0-9")
     return torch.from_numpy(images.copy()).unsqueeze(1), torch.from_numpy(labels.astype("int64"))

@@ -7,6 +7,8 @@ from pathlib import Path
 import pytest
 from support import SHARED_DATA
 
+DATA_LISTING = pytest.StashKey[dict]()
+
 
 @pytest.fixture(scope="session")
 def data_dir() -> Path:
@@ -27,3 +29,26 @@ def registry():
 def _clean_plugin_env(monkeypatch):
     monkeypatch.delenv("BENCH_PLUGINS", raising=False)
     monkeypatch.delenv("BENCH_DISABLE_PLUGIN_AUTOLOAD", raising=False)
+
+
+def _listing(root: Path) -> dict[str, tuple[int, int]]:
+    """Every file under ``root`` with its size and modification time (nanoseconds)."""
+    if not root.is_dir():
+        return {}
+    return {str(p.relative_to(root)): (p.stat().st_size, p.stat().st_mtime_ns) for p in root.rglob("*") if p.is_file()}
+
+
+def pytest_sessionstart(session):
+    session.config.stash[DATA_LISTING] = _listing(SHARED_DATA)
+
+
+def pytest_sessionfinish(session, exitstatus):
+    """The suite never writes into the data directory, even when it is writable."""
+    before = session.config.stash.get(DATA_LISTING, None)
+    if before is None:
+        return
+    after = _listing(SHARED_DATA)
+    if after != before:
+        changed = sorted(set(after) ^ set(before) | {k for k in before if k in after and before[k] != after[k]})
+        print(f"\nERROR: the test suite changed {SHARED_DATA}: {', '.join(changed[:10])}")
+        session.exitstatus = 1

@@ -19,7 +19,7 @@ from support import ROOT
 
 from cnnbench.cli import main
 from cnnbench.errors import BenchError
-from cnnbench.plugins.ffcv_convert import ensure_beton, stamp_path, validate
+from cnnbench.plugins.ffcv_convert import cache_dir, default_dirs, ensure_beton, stamp_path, validate
 from cnnbench.plugins.ffcv_loader import FfcvLoader
 from cnnbench.plugins.loaders import MemoryLoader
 from cnnbench.records import DatasetSpec, LoaderRequest, resolve
@@ -28,9 +28,10 @@ from cnnbench.records import DatasetSpec, LoaderRequest, resolve
 needs_ffcv = pytest.mark.skipif(importlib.util.find_spec("ffcv") is None, reason="pip install 'cnnbench[ffcv]'")
 
 
-@pytest.fixture(scope="session", autouse=True)
+@pytest.fixture(scope="module", autouse=True)
 def ffcv_cache(tmp_path_factory):
-    """Every conversion of this module goes to one temporary cache dir."""
+    """Every conversion of this module goes to one temporary cache dir, never to ~/.cache;
+    module-scoped, so the variable is unset again before the next module's tests."""
     with pytest.MonkeyPatch.context() as mp:
         path = tmp_path_factory.mktemp("ffcv-cache")
         mp.setenv("BENCH_CACHE_DIR", str(path))
@@ -182,10 +183,28 @@ def test_bad_samples_are_refused_before_writing(tmp_path):
         (good[0], torch.zeros(3, dtype=torch.int64), "labels for 4 images"),
         (good[0], torch.full((4,), 10), "expected 0..9"),
         (good[0], torch.zeros(4), "expected integers"),
+        (good[0][:0], good[1][:0], "the split is empty"),  # refused before hashing, which cannot take it
     ]:
-        with pytest.raises(BenchError, match=fragment):
+        with pytest.raises(BenchError, match=fragment) as err:
             ensure_beton(synthetic("synth", (1, 6, 5), {"train": (images, labels)}), "train", out_dir=tmp_path)
+        assert str(err.value).startswith("synth: ") and "\n" not in str(err.value)
     assert [p.name for p in tmp_path.iterdir() if not p.name.endswith(".lock")] == []  # nothing written
+
+
+@needs_ffcv
+def test_unusable_out_dir_and_split_are_one_line_errors(tmp_path):
+    spec = synthetic("synth", (1, 6, 5), {"train": (torch.zeros(4, 1, 6, 5, dtype=torch.uint8), torch.arange(4))})
+    read_only = tmp_path / "ro"
+    read_only.mkdir(mode=0o555)
+    try:
+        with pytest.raises(BenchError) as err:
+            ensure_beton(spec, "train", out_dir=read_only / "sub")
+    finally:
+        os.chmod(read_only, 0o755)
+    assert str(err.value) == (f"cannot write ffcv files to {read_only / 'sub'} (read-only or cannot be created); "
+                              "pass another --out DIR")
+    with pytest.raises(BenchError, match=r"^unknown split 'val'; valid splits: train, test$"):
+        ensure_beton(spec, "val", out_dir=tmp_path)
 
 
 def copy_mnist_test(data_dir, target):
@@ -215,20 +234,137 @@ def test_cli_convert_skips_up_to_date_and_redoes_changed_sources(tmp_path, data_
     gz.unlink()
     third = CliRunner().invoke(main, args)
     assert "mnist test: wrote 10,000 images" in third.output, third.output
+def test_cache_dir_order(monkeypatch, tmp_path):
+    monkeypatch.setenv("BENCH_CACHE_DIR", str(tmp_path / "bench"))
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    assert cache_dir() == tmp_path / "bench" / "ffcv"
+    monkeypatch.delenv("BENCH_CACHE_DIR")
+    assert cache_dir() == tmp_path / "xdg" / "cnnbench" / "ffcv"
+    monkeypatch.setenv("XDG_CACHE_HOME", "relative/cache")  # the XDG spec says to ignore it
+    assert cache_dir() == tmp_path / "home" / ".cache" / "cnnbench" / "ffcv"
+    monkeypatch.delenv("XDG_CACHE_HOME")
+    assert cache_dir() == tmp_path / "home" / ".cache" / "cnnbench" / "ffcv"
+    assert default_dirs(tmp_path / "data") == [tmp_path / "home" / ".cache" / "cnnbench" / "ffcv",
+                                               tmp_path / "data" / "ffcv"]
+
+
+def test_convert_help_says_where_files_go():
+    result = CliRunner().invoke(main, ["convert", "--help"], terminal_width=200)
+    assert result.exit_code == 0, result.output
+    text = " ".join(result.output.split())
+    assert "$BENCH_CACHE_DIR/ffcv" in text and "$XDG_CACHE_HOME/cnnbench/ffcv" in text
+    assert "~/.cache/cnnbench/ffcv" in text and "nothing is written into the data dir unless --out names it" in text
+    assert "first writable" not in text
+
+
+def listing(root) -> dict[str, tuple[bool, int, int]]:
+    """Every file and folder under ``root`` (``root`` included): is it a folder, size, mtime in ns."""
+    entries = {}
+    for folder, dirs, files in os.walk(root):
+        for name in [".", *dirs, *files]:
+            path = os.path.join(folder, name)
+            info = os.lstat(path)
+            entries[os.path.relpath(path, root)] = (os.path.isdir(path), info.st_size, info.st_mtime_ns)
+    return entries
+
+
+def writable_copy_of_mnist(data_dir, target):
+    """All four MNIST raw files copied under ``target``, every file and folder writable."""
+    shutil.copytree(data_dir / "MNIST", target / "MNIST")
+    for folder, _, files in os.walk(target):
+        os.chmod(folder, 0o755)
+        for name in files:
+            os.chmod(os.path.join(folder, name), 0o644)
+    return target
+
+
 @needs_ffcv
-def test_read_only_data_dir_falls_back_to_cache(tmp_path, data_dir, monkeypatch):
-    copy_mnist_test(data_dir, tmp_path / "data")
-    os.chmod(tmp_path / "data", 0o555)
-    monkeypatch.setenv("BENCH_CACHE_DIR", str(tmp_path / "cache"))
+def test_conversion_and_loading_leave_a_writable_data_dir_untouched(tmp_path, data_dir, monkeypatch):
+    """`bench convert` and the loader's conversion on first use write to the cache, never the data dir."""
+    data = writable_copy_of_mnist(data_dir, tmp_path / "data")
+    cache = tmp_path / "cache"
+    monkeypatch.setenv("BENCH_CACHE_DIR", str(cache))
+    before = listing(data)
+    assert os.access(data / "MNIST" / "raw", os.W_OK)  # writable: the old default would have written here
+
+    result = CliRunner().invoke(main, ["convert", "--dataset", "mnist", "--split", "test", "--data-dir", str(data)])
+    assert result.exit_code == 0, result.output
+    assert "mnist test: wrote 10,000 images" in result.output
+    assert str(cache / "ffcv" / "mnist-test.beton") in result.output
+
+    from cnnbench.plugins import mnist
+
+    images, labels = mnist.load(data, "train")
+    req = LoaderRequest(resolve_mnist(), "train", images[:512], labels[:512], batch_size=128,
+                        shuffle=True, seed=0, device=torch.device("cpu"), data_dir=str(data),
+                        options={"workers": 1})
+    loader = FfcvLoader(req)  # the train split is converted on first use
+    x, y = collect(loader)
+    assert x.shape == (512, 1, 28, 28) and torch.equal(y.sort().values, labels[:512].sort().values)
+    assert loader.path == cache / "ffcv" / "mnist-train.beton"
+    del loader
+
+    assert listing(data) == before  # same names, sizes and mtimes: nothing written, created or touched
+    assert {p.name for p in (cache / "ffcv").glob("*.beton")} == {"mnist-test.beton", "mnist-train.beton"}
+
+
+@needs_ffcv
+def test_up_to_date_file_in_data_dir_is_read_but_never_written(tmp_path, data_dir, monkeypatch):
+    """Files an earlier version converted into <data-dir>/ffcv are reused; a stale one is left
+    as it is and the new conversion goes to the cache."""
+    data = tmp_path / "data"
+    raw = copy_mnist_test(data_dir, data)
+    spec = resolve_mnist()
+    legacy = data / "ffcv"
+    old = ensure_beton(spec, "test", data, out_dir=legacy, workers=1)  # asked for: --out <data-dir>/ffcv
+    assert old.written and old.path == legacy / "mnist-test.beton"
+    cache = tmp_path / "cache"
+    monkeypatch.setenv("BENCH_CACHE_DIR", str(cache))
+    before = listing(data)
+
+    reused = ensure_beton(spec, "test", data, workers=1)
+    assert not reused.written and reused.path == old.path and reused.count == 10_000
+    assert not cache.exists()  # nothing created just to look
+    assert listing(data) == before
+
+    # a changed source: the data dir's file is stale; it stays as it is and the new one goes to the cache
+    gz = raw / "t10k-labels-idx1-ubyte.gz"
+    (raw / "t10k-labels-idx1-ubyte").write_bytes(gzip.decompress(gz.read_bytes()))
+    gz.unlink()
+    before = listing(data)
+    fresh = ensure_beton(spec, "test", data, workers=1)
+    assert fresh.written and fresh.path == cache / "ffcv" / "mnist-test.beton"
+    assert listing(data) == before
+    assert not ensure_beton(spec, "test", data, workers=1).written  # and is reused from the cache
+
+
+@needs_ffcv
+def test_unwritable_cache_is_a_one_line_error_and_the_data_dir_is_not_used(tmp_path, data_dir, monkeypatch):
+    data = tmp_path / "data"
+    copy_mnist_test(data_dir, data)
+    cache = tmp_path / "cache"
+    cache.mkdir(mode=0o555)
+    monkeypatch.setenv("BENCH_CACHE_DIR", str(cache))
     try:
         result = CliRunner().invoke(main, ["convert", "--dataset", "mnist", "--split", "test", "--data-dir",
-                                           str(tmp_path / "data")])
+                                           str(data)])
     finally:
-        os.chmod(tmp_path / "data", 0o755)
-    assert result.exit_code == 0, result.output
-    assert "is not writable; writing ffcv files to" in result.output
-    assert (tmp_path / "cache" / "ffcv" / "mnist-test.beton").is_file()
-    assert not (tmp_path / "data" / "ffcv").exists()
+        os.chmod(cache, 0o755)
+    assert result.exit_code == 1, result.output
+    lines = [line for line in result.output.splitlines() if line.strip()]
+    assert len(lines) == 1 and "Traceback" not in result.output, result.output
+    assert f"cannot write ffcv files to {cache / 'ffcv'}" in lines[0]
+    assert "set BENCH_CACHE_DIR or pass --out DIR" in lines[0]
+    assert not (data / "ffcv").exists() and not (cache / "ffcv").exists()
+
+
+def resolve_mnist() -> DatasetSpec:
+    from cnnbench.plugins.mnist import cnnbench_datasets
+
+    return cnnbench_datasets()[0]
+
+
 @needs_ffcv
 def test_bench_run_with_ffcv_loader_converts_on_first_use(tmp_path, data_dir, monkeypatch):
     monkeypatch.setenv("BENCH_CACHE_DIR", str(tmp_path / "cache"))

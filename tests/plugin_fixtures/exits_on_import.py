@@ -1,0 +1,5 @@
+"""Calls sys.exit while being imported."""
+
+import sys
+
+sys.exit("plugin gave up")
