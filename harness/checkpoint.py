@@ -10,8 +10,12 @@ removes its checkpoint.
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import io
+import os
 import random
+from collections.abc import Iterator
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -30,25 +34,28 @@ def checkpoint_path(results_dir: Path, run_id: str) -> Path:
     return Path(results_dir) / f"{run_id}{SUFFIX}"
 
 
-def random_states() -> dict[str, Any]:
+def random_states(device: str) -> dict[str, Any]:
+    """Python's, NumPy's and torch's generators, and the CUDA generator of the run's own device only
+    (touching every GPU would create a context on each, and a resume may see fewer)."""
     version, mt, gauss = random.getstate()
     kind, keys, pos, has_gauss, cached = np.random.get_state()
+    run_device = torch.device(device)
     return {
         "python": [version, list(mt), gauss],
         "numpy": [kind, torch.from_numpy(keys.astype(np.int64)), pos, has_gauss, cached],
         "torch": torch.get_rng_state(),
-        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+        "cuda": [torch.cuda.get_rng_state(run_device)] if run_device.type == "cuda" else [],
     }
 
 
-def set_random_states(states: dict[str, Any]) -> None:
+def set_random_states(states: dict[str, Any], device: str) -> None:
     version, mt, gauss = states["python"]
     random.setstate((version, tuple(mt), gauss))
     kind, keys, pos, has_gauss, cached = states["numpy"]
     np.random.set_state((kind, keys.numpy().astype(np.uint32), pos, has_gauss, cached))
     torch.set_rng_state(states["torch"])
-    if states["cuda"] and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(states["cuda"])
+    if states["cuda"] and torch.device(device).type == "cuda":
+        torch.cuda.set_rng_state(states["cuda"][0], torch.device(device))
 
 
 def loader_state(loader: Any) -> dict[str, Any] | None:
@@ -72,7 +79,7 @@ def snapshot(plan: Any, run: Any, seed: int, model: Any, optimizer: Any, schedul
         "model": {k: v.detach().cpu() for k, v in model.state_dict().items()},
         "optimizer": optimizer.state_dict(),
         "scheduler": scheduler.state_dict() if scheduler is not None else None,
-        "random": random_states(),
+        "random": random_states(plan.device),
         "loaders": {name: loader_state(loader) for name, loader in loaders.items()},
     }
 
@@ -97,28 +104,76 @@ def load_checkpoint(path: Path) -> dict[str, Any]:
     return state
 
 
-def restore(state: dict[str, Any], model: Any, optimizer: Any, scheduler: Any, loaders: dict[str, Any]) -> None:
+def restore(state: dict[str, Any], model: Any, optimizer: Any, scheduler: Any, loaders: dict[str, Any],
+            device: str) -> None:
     """Put a run back where ``state`` left it (call after the model, optimizer and loaders are built)."""
-    model.load_state_dict(state["model"])
-    optimizer.load_state_dict(state["optimizer"])
-    if scheduler is not None and state["scheduler"] is not None:
-        scheduler.load_state_dict(state["scheduler"])
-    for name, loader in loaders.items():
-        saved = state["loaders"].get(name)
-        if saved is not None and hasattr(loader, "load_state_dict"):
-            loader.load_state_dict(saved)
-    set_random_states(state["random"])
+    try:
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        if scheduler is not None and state["scheduler"] is not None:
+            scheduler.load_state_dict(state["scheduler"])
+        for name, loader in loaders.items():
+            saved = state["loaders"].get(name)
+            if saved is not None and hasattr(loader, "load_state_dict"):
+                loader.load_state_dict(saved)
+        set_random_states(state["random"], device)
+    except (RuntimeError, ValueError, KeyError, IndexError, TypeError) as exc:
+        message = " ".join(str(exc).split())[:200]
+        raise BenchError(
+            f"checkpoint of run {state['run']['run_id']} does not fit {state['model_name']!r} as it is now "
+            f"({type(exc).__name__}: {message})"
+        ) from None
+
+
+def lock_path(results_dir: Path, run_id: str) -> Path:
+    return Path(results_dir) / f"{run_id}.lock"
+
+
+@contextlib.contextmanager
+def run_lock(results_dir: Path, run_id: str) -> Iterator[None]:
+    """Held while a run trains, so ``bench runs``, ``bench resume`` and sweeps can tell a running run
+    from an interrupted one; the kernel releases it when the process dies, however it dies."""
+    path = lock_path(results_dir, run_id)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_CREAT | os.O_RDWR, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise BenchError(f"run {run_id} is running in another process") from None
+        yield
+        path.unlink(missing_ok=True)
+    finally:
+        os.close(fd)
+
+
+def is_running(results_dir: Path, run_id: str) -> bool:
+    path = lock_path(results_dir, run_id)
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        return False
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)
 
 
 def incomplete_runs(results_dir: Path) -> list[tuple[Path, dict[str, Any]]]:
-    """Checkpoints in ``results_dir`` whose run has no record yet, oldest first."""
+    """Checkpoints in ``results_dir`` whose run has no record yet, oldest first (``running``: a live
+    process holds the run's lock)."""
     root = Path(results_dir)
     found = []
     for path in sorted(root.glob(f"*{SUFFIX}")) if root.is_dir() else []:
-        if (root / f"{path.name[: -len(SUFFIX)]}.json").exists():
+        run_id = path.name[: -len(SUFFIX)]
+        if (root / f"{run_id}.json").exists():
             continue
         try:
-            found.append((path, load_checkpoint(path)))
+            state = load_checkpoint(path)
         except BenchError:
-            found.append((path, {}))
+            state = {}
+        found.append((path, {**state, "running": is_running(root, run_id)}))
     return found

@@ -85,11 +85,12 @@ class BenchGroup(click.Group):
             click.echo(f"error: {exc}", err=True)
             sys.exit(exc.exit_code)
         except KeyboardInterrupt as exc:
-            click.echo("interrupted before any run started; nothing was written", err=True)
+            click.echo("error: interrupted; finished runs keep their records (`bench runs` lists them and any "
+                       "checkpoint to resume)", err=True)
             sys.exit(143 if isinstance(exc, Terminated) else 130)
-        except OSError as exc:  # a full disk, a vanished folder: one line, never a traceback
-            where = f" {exc.filename}" if exc.filename else ""
-            click.echo(f"error: cannot write{where}: {exc.strerror or exc}", err=True)
+        except OSError as exc:  # a full disk, a vanished folder, a permission: one line, never a traceback
+            where = f"{exc.filename}: " if exc.filename else ""
+            click.echo(f"error: {where}{exc.strerror or exc}", err=True)
             sys.exit(1)
 
     def plugin_commands(self, ctx: click.Context) -> dict[str, click.Command]:

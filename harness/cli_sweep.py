@@ -8,13 +8,17 @@ grid and explicit configurations.
 
 from __future__ import annotations
 
+import os
+import signal
+import sys
+import time
 from pathlib import Path
 from typing import Any
 
 import click
 
-from .cli import registry_from, run
-from .errors import BenchError
+from .cli import on_sigterm, registry_from, run
+from .errors import BenchError, Terminated
 
 OWN = ("results_dir", "data_dir", "no_progress")  # sweep options of its own, not lists
 
@@ -73,26 +77,34 @@ def sweep_command() -> click.Command:
         configs: list[dict[str, Any]] = []
         if file:
             grid, configs = sw.read_sweep_file(Path(file))
-        for name, text in lists.items():
+        for name, text in lists.items():  # flags win over the file, in [grid] and in every [[config]]
             if text is not None:
                 grid[name] = text if name == "seeds" else [v.strip() for v in text.split(",") if v.strip()]
+                for config in configs:
+                    config.pop(name, None)
         grid = convert_table(ctx, grid)
         configs = [convert_table(ctx, c) for c in configs]
-        jobs_list = sw.expand(grid, configs, tuple(registry.pm.explicit))
-        stamp = __import__("time").strftime("%Y%m%dT%H%M%S")
+        jobs_list = sw.expand(grid, configs, tuple(registry.pm.explicit), registry)
+        stamp = f"{time.strftime('%Y%m%dT%H%M%S')}-{os.getpid()}"
         options = LaunchOptions(
             results_dir=results_dir, log_dir=log_dir or str(Path("bench-out") / "sweeps" / stamp), data_dir=data_dir,
             jobs=jobs, jobs_per_gpu=jobs_per_gpu, address=address, gpus_per_job=gpus_per_job,
             cpus_per_job=cpus_per_job, max_retries=max_retries, progress=not no_progress,
         )
         registry.get("launchers", launcher)
-        sw.check_jobs(registry, jobs_list, options)
+        sw.check_jobs(registry, jobs_list, options, here=launcher != "ray")
         done = sw.done_records(Path(results_dir), [j.key for j in jobs_list])
         todo = [j for j in jobs_list if j.key not in done]
         click.echo(sw.plan_text(jobs_list, done, launcher, options))
         if dry_run:
             return
-        results = sw.launch(registry, launcher, todo, options) if todo else []
+        signal.signal(signal.SIGTERM, on_sigterm)
+        try:
+            results = sw.launch(registry, launcher, todo, options) if todo else []
+        except KeyboardInterrupt as exc:
+            click.echo(f"error: sweep interrupted; finished jobs keep their records and running ones were "
+                       f"checkpointed: repeat the command to finish it (logs: {options.log_dir})", err=True)
+            sys.exit(143 if isinstance(exc, Terminated) else 130)
         click.echo(sw.board_text(registry, Path(results_dir), [j.key for j in jobs_list]))
         failed = [r for r in results if not r.ok]
         if failed:

@@ -8,6 +8,7 @@ file behind.
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import tempfile
 from collections.abc import Iterator
@@ -22,8 +23,8 @@ def _temporary(path: Path) -> Iterator[tuple[int, str]]:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
         yield fd, tmp
-    except FileExistsError:
-        raise
+    except FileExistsError as exc:
+        raise FileExistsError(errno.EEXIST, "File exists (never overwritten)", str(path)) from exc
     except OSError as exc:
         raise OSError(exc.errno, exc.strerror or str(exc), str(path)) from exc
     finally:

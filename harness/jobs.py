@@ -2,8 +2,9 @@
 
 Launchers call ``run_job`` where the job should run: the local launcher in a fresh
 ``python -m cnnbench.jobs JOB.json`` process per job (its output is the job's log), Ray
-inside a task on whichever node it schedules. A job that was interrupted earlier and left
-a checkpoint in the results folder is resumed rather than started again.
+inside a task on whichever node it schedules. With the local launcher, a job that was
+interrupted earlier and left a checkpoint in the results folder is resumed rather than
+started again (Ray tasks train in a temporary folder, so an interrupted Ray job starts over).
 """
 
 from __future__ import annotations
@@ -11,12 +12,13 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import signal
 import socket
 import sys
 from pathlib import Path
 from typing import Any
 
-from .errors import BenchError
+from .errors import BenchError, RunInterrupted, Terminated
 from .records import Job
 
 
@@ -35,6 +37,8 @@ def find_job_checkpoint(results_dir: Path, key: str) -> Path | None:
 
     for path, state in incomplete_runs(results_dir):
         if ((state.get("overrides") or {}).get("launch") or {}).get("job_key") == key:
+            if state.get("running"):
+                raise BenchError(f"job {key} is running in another process ({path.name}); not starting it twice")
             return path
     return None
 
@@ -62,15 +66,26 @@ def run_job(job: Job, results_dir: str | Path, data_dir: str | None, threads: in
     return read_record(path), path
 
 
+def on_sigterm(signum: int, frame: Any) -> None:
+    raise Terminated()
+
+
 def main(argv: list[str] | None = None) -> int:
     """``python -m cnnbench.jobs SPEC.json``: run one job; exit 0 done, 2 diverged, 1 failed."""
     args = argv if argv is not None else sys.argv[1:]
     spec = json.loads(Path(args[0]).read_text())
     if spec.get("cuda_visible_devices") is not None:  # before torch initialises CUDA
         os.environ["CUDA_VISIBLE_DEVICES"] = spec["cuda_visible_devices"]
+    signal.signal(signal.SIGTERM, on_sigterm)
     try:
         record, path = run_job(job_from_json(spec["job"]), spec["results_dir"], spec.get("data_dir"),
                                spec.get("threads"), spec.get("launch") or {})
+    except RunInterrupted as exc:
+        print(f"error: {exc}", file=sys.stderr, flush=True)
+        return exc.exit_code
+    except KeyboardInterrupt as exc:
+        print("error: interrupted before the run started", file=sys.stderr, flush=True)
+        return 143 if isinstance(exc, Terminated) else 130
     except BenchError as exc:
         print(f"error: {exc}", file=sys.stderr, flush=True)
         return 1

@@ -43,7 +43,9 @@ RULE = (
     "test accuracy over the seeds met the target's accuracy; \"time\" is the mean training + evaluation time "
     "up to that epoch. std is the sample standard deviation over seeds. n counts distinct seeds: when a seed "
     "was run more than once, its newest record stands for it (the json and csv formats list the others as "
-    "superseded_runs). A seed whose training loss stopped being finite counts as a failed (diverged) seed."
+    "superseded_runs). A seed whose training loss stopped being finite counts as a failed (diverged) seed. "
+    "img/s is the training throughput; \"(shared N)\" marks runs that shared their CPU or GPU with N "
+    "cnnbench jobs (a sweep), so it is not the speed of the device alone; older records do not say."
 )
 
 
@@ -85,6 +87,12 @@ class Group:
     def images_per_s(self) -> float | None:
         speeds = [float(r.images_per_s) for r in self.records if r.images_per_s]
         return statistics.fmean(speeds) if speeds else None
+
+    def device_shared_by(self) -> int | None:
+        """The most cnnbench jobs any of these runs shared its device with (None: not recorded)."""
+        counts = [r.launch.get("jobs_on_device") for r in self.records]
+        known = [int(c) for c in counts if isinstance(c, int)]
+        return max(known) if known else None
 
     def mean_curve(self) -> list[tuple[int, float, float]]:
         """``(epoch, mean test acc, mean cumulative seconds)`` over the epochs every seed ran."""
@@ -136,6 +144,7 @@ class Row:
             "params": g.params(),
             "epochs": g.epochs_run(),
             "images_per_s": g.images_per_s(),
+            "device_shared_by": g.device_shared_by(),
             "hardware": g.hardware(),
             "runs": [x.run_id for x in g.records],
             "superseded_runs": [x.run_id for x in g.superseded],
@@ -265,7 +274,7 @@ STATUS_RANK = {PASS: 0, BEST_ONLY: 1}
 ROW_FIELDS = [
     "target", "status", "dataset", "model", "normalizer", "augmentation", "loader", "precision", "recipe", "n",
     "seeds", "final_mean", "final_std", "final_min", "best_epoch_mean", "reached_epoch", "time_to_target_s",
-    "params", "epochs", "images_per_s", "hardware", "runs", "superseded_runs",
+    "params", "epochs", "images_per_s", "device_shared_by", "hardware", "runs", "superseded_runs",
 ]
 
 
@@ -328,9 +337,16 @@ def display_cells(row: Row) -> list[Any]:
         d["n"], pct(d["final_mean"], 3), pct(d["final_std"]),
         pct(d["final_min"]), pct(d["best_epoch_mean"]),
         "-" if d["reached_epoch"] is None else d["reached_epoch"], seconds_text(d["time_to_target_s"]),
-        f"{d['params']:,}", d["epochs"], "-" if d["images_per_s"] is None else f"{d['images_per_s']:,.0f}",
+        f"{d['params']:,}", d["epochs"], speed_text(d["images_per_s"], d["device_shared_by"]),
         d["hardware"],
     ]
+
+
+def speed_text(speed: float | None, shared_by: int | None) -> str:
+    """img/s; ``(shared 4)`` when the runs shared their device with other cnnbench jobs."""
+    if speed is None:
+        return "-"
+    return f"{speed:,.0f}" + (f" (shared {shared_by})" if shared_by and shared_by > 1 else "")
 
 
 def sections(rows: list[Row]) -> list[tuple[str, list[Row]]]:

@@ -94,8 +94,12 @@ class RunPlan:
     launch: dict[str, Any] = field(default_factory=dict)  # launcher, job key, jobs sharing the device, node
 
 
-def make_plan(registry: Registry, model: str, overrides: Overrides | None = None) -> RunPlan:
-    """Resolve and check every name and number of a run; ``BenchError`` on the first problem."""
+def make_plan(registry: Registry, model: str, overrides: Overrides | None = None,
+              check_device_here: bool = True) -> RunPlan:
+    """Resolve and check every name and number of a run; ``BenchError`` on the first problem.
+
+    ``check_device_here=False`` checks only that the device is one torch names (for runs that
+    will happen on another machine, such as a Ray worker)."""
     o = overrides or Overrides()
     spec = registry.model(model)
     dataset = registry.dataset(spec.dataset)
@@ -123,7 +127,8 @@ def make_plan(registry: Registry, model: str, overrides: Overrides | None = None
         plugins[role] = source.as_json() if source else None
     return RunPlan(
         model=spec, dataset=dataset, recipe=recipe, normalizer=normalizer, augmentation=augmentation,
-        loader=loader, device=check_device(o.device), precision=o.precision,
+        loader=loader, device=check_device(o.device) if check_device_here else parse_device(o.device),
+        precision=o.precision,
         data_dir=resolve_data_dir(o.data_dir), results_dir=results_dir, threads=o.threads,
         loader_options={"workers": o.workers}, limit_train=o.limit_train, limit_test=o.limit_test,
         save_weights=o.save_weights, progress=o.progress, plugins=plugins, overrides=o,
@@ -174,6 +179,17 @@ def check_loader_available(spec: Any, kind: str = "loader") -> None:
     if missing:
         hint = f"; {spec.install_hint}" if spec.install_hint else ""
         raise BenchError(f"{kind} {spec.name!r} needs {', '.join(missing)}, which is not installed{hint}")
+
+
+def parse_device(name: str) -> str:
+    import torch
+
+    if name == "auto":
+        return name
+    try:
+        return str(torch.device(name))
+    except RuntimeError as exc:
+        raise BenchError(f"--device {name!r} is not a device torch knows ({exc})") from exc
 
 
 def check_device(name: str) -> str:

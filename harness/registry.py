@@ -231,15 +231,21 @@ class SafeHooks:
         return call
 
     def culprit(self, exc: BaseException) -> str:
-        """The plugin whose module holds the innermost frame of the traceback."""
-        files = {}
+        """The plugin whose module holds the innermost frame of the traceback; failing that, the
+        innermost frame in a plugin's folder (a module the plugin uses, e.g. its networks)."""
+        files, folders = {}, {}
         for label, plugin in self._pm.list_name_plugin():
             with contextlib.suppress(TypeError, OSError):
-                files[os.path.realpath(inspect.getfile(plugin))] = label
-        for frame in reversed(traceback.extract_tb(exc.__traceback__)):
-            label = files.get(os.path.realpath(frame.filename))
-            if label:
-                return label
+                path = os.path.realpath(inspect.getfile(plugin))
+                files[path] = label
+                folders.setdefault(os.path.dirname(path), label)
+        frames = [os.path.realpath(f.filename) for f in reversed(traceback.extract_tb(exc.__traceback__))]
+        for path in frames:
+            if path in files:
+                return files[path]
+        for path in frames:
+            if os.path.dirname(path) in folders or os.path.dirname(os.path.dirname(path)) in folders:
+                return f"code in {os.path.basename(os.path.dirname(path))}/{os.path.basename(path)}"
         return "unknown"
 
 
@@ -277,7 +283,9 @@ class Registry:
             plugin = impl.plugin_name
             try:
                 returned = list(impl.function() or [])
-            except Exception as exc:
+            except KeyboardInterrupt:
+                raise
+            except BaseException as exc:  # SystemExit from plugin code too
                 raise BenchError(
                     f"plugin {plugin!r} raised while registering {kind}: {type(exc).__name__}: {exc}"
                 ) from exc

@@ -14,7 +14,8 @@ from .runrecord import RunRecord, iter_records
 
 def find_checkpoint(ref: str, results_dir: Path) -> Path:
     """The checkpoint of run ``ref`` (an id or a unique prefix) in ``results_dir``."""
-    ids = [p.name[: -len(SUFFIX)] for p, _ in incomplete_runs(results_dir)]
+    pending = {p.name[: -len(SUFFIX)]: state for p, state in incomplete_runs(results_dir)}
+    ids = list(pending)
     matches = [i for i in ids if i == ref] or [i for i in ids if i.startswith(ref)]
     if (results_dir / f"{ref}.json").exists():
         raise BenchError(f"run {ref} in {results_dir} is complete; nothing to resume")
@@ -23,6 +24,8 @@ def find_checkpoint(ref: str, results_dir: Path) -> Path:
         raise BenchError(f"no interrupted run {ref!r} in {results_dir}; interrupted runs: {listed}")
     if len(matches) > 1:
         raise BenchError(f"run {ref!r} is ambiguous in {results_dir}; it matches: {', '.join(matches)}")
+    if pending[matches[0]].get("running"):
+        raise BenchError(f"run {matches[0]} is still running in another process; it cannot be resumed twice")
     return results_dir / f"{matches[0]}{SUFFIX}"
 
 
@@ -73,8 +76,8 @@ def _finished_row(r: RunRecord) -> list[Any]:
 
 def _pending_row(path: Path, state: dict[str, Any], root: Path) -> list[Any]:
     run_id = path.name[: -len(SUFFIX)]
-    if not state:
+    if "run" not in state:
         return [run_id, "?", "?", "?", f"(unreadable checkpoint {path.name})"]
     total = state["run"]["recipe"].get("epochs", "?")
-    return [run_id, state["model_name"], state["seed"], f"{len(state['epochs'])}/{total}",
-            f"bench resume {run_id} --results-dir {root}"]
+    command = "(running now)" if state.get("running") else f"bench resume {run_id} --results-dir {root}"
+    return [run_id, state["model_name"], state["seed"], f"{len(state['epochs'])}/{total}", command]

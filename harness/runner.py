@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from .errors import BenchError
+from .errors import BenchError, RunInterrupted
 from .plan import RunPlan
 from .runrecord import RunRecord
 
@@ -31,6 +31,17 @@ def run_seeds(plan: RunPlan, seeds: list[int], hooks: Any) -> list[RunRecord]:
     """Train ``plan`` once per seed; returns the records (each already written)."""
     from .train import train  # torch is imported only from here on
 
-    records = [train(plan, seed, hooks)[0] for seed in seeds]
+    records = []
+    for seed in seeds:
+        try:
+            records.append(train(plan, seed, hooks)[0])
+        except (BenchError, KeyboardInterrupt, OSError, RunInterrupted):
+            raise
+        except Exception as exc:  # plugin code the loop calls directly: a dataset, loader, model, augmentation
+            culprit = hooks.culprit(exc) if hasattr(hooks, "culprit") else "unknown"
+            if culprit == "unknown":
+                raise  # a bug in cnnbench itself: the traceback is the useful report
+            message = " ".join(str(exc).split())[:300]
+            raise BenchError(f"plugin {culprit!r} failed in seed {seed}: {type(exc).__name__}: {message}") from exc
     hooks.cnnbench_runs_finished(records=records)
     return records

@@ -1,10 +1,12 @@
 """Sweeps: a grid of runs (from flags or a TOML file) handed to a launcher plugin.
 
-A sweep expands to jobs (model x every option's values x seeds, plus explicit
-configurations). Every job has a key made of its configuration and seed, which its record
-stores (``launch.job_key``): running the same sweep again skips the jobs whose records exist,
-so an interrupted sweep is finished by repeating its command. Everything is checked (names,
-values, each job's plan) before the first job starts.
+A sweep expands to jobs: model x every option's values x seeds; with ``[[config]]`` tables,
+each configuration (taking the grid's values for what it does not set) instead of the bare
+grid. A value equal to the model's own default does not change a job. Every job has a key made of
+its configuration and seed, which its record stores (``launch.job_key``): running the same sweep
+again skips the jobs whose records exist, so an interrupted sweep is finished by repeating its
+command. A key names the configuration as asked: after a model's recipe changes, use a new
+results folder. Everything is checked (names, values, each job's plan) before the first job starts.
 """
 
 from __future__ import annotations
@@ -56,8 +58,21 @@ def seeds_of(value: Any) -> list[int]:
     return seeds
 
 
-def expand(grid: dict[str, Any], configs: Iterable[dict[str, Any]] = (), plugin_modules: tuple[str, ...] = ()
-           ) -> list[Job]:
+def canonical(registry: Registry | None, model: str, values: dict[str, Any]) -> dict[str, Any]:
+    """``values`` without the ones that equal what the model runs anyway (``--loader memory``, its own
+    normalizer, its recipe's epochs ...), so asking for a default does not make a new job."""
+    try:
+        spec = registry.model(model) if registry is not None else None
+    except BenchError:
+        return values  # check_jobs reports the unknown model
+    if spec is None:
+        return values
+    defaults = {**dataclasses.asdict(spec.recipe), "normalizer": spec.normalizer, "loader": "memory"}
+    return {k: v for k, v in values.items() if not (k in defaults and defaults[k] == v)}
+
+
+def expand(grid: dict[str, Any], configs: Iterable[dict[str, Any]] = (), plugin_modules: tuple[str, ...] = (),
+           registry: Registry | None = None) -> list[Job]:
     """Jobs of a grid (every combination of its lists) and of explicit configurations (each
     taking the grid's values for what it does not set), times their seeds."""
     jobs: dict[str, Job] = {}
@@ -78,6 +93,7 @@ def expand(grid: dict[str, Any], configs: Iterable[dict[str, Any]] = (), plugin_
         for combo in itertools.product(*axes.values()):
             values = dict(zip(axes, combo, strict=True))
             model = values.pop("model")
+            values = canonical(registry, model, values)
             for seed in seeds:
                 key = job_key(model, seed, values)
                 jobs.setdefault(key, Job(key, model, seed, values, plugin_modules))
@@ -103,12 +119,13 @@ def read_sweep_file(path: Path) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     return grid, configs
 
 
-def check_jobs(registry: Registry, jobs: list[Job], options: LaunchOptions) -> None:
-    """Make every job's plan now, so a bad name or value fails before anything trains."""
+def check_jobs(registry: Registry, jobs: list[Job], options: LaunchOptions, here: bool = True) -> None:
+    """Make every job's plan now, so a bad name or value fails before anything trains (``here``:
+    the jobs run on this machine, so its devices count; Ray jobs run on the cluster's)."""
     for job in jobs:
         try:
             make_plan(registry, job.model, Overrides(**job.overrides, results_dir=options.results_dir,
-                                                     data_dir=options.data_dir))
+                                                     data_dir=options.data_dir), check_device_here=here)
         except TypeError as exc:
             raise BenchError(f"{job.label()}: {exc}") from None
         except BenchError as exc:
@@ -160,13 +177,18 @@ def launch(registry: Registry, launcher_name: str, jobs: list[Job], options: Lau
 
     spec = registry.get("launchers", launcher_name)
     check_loader_available(spec, "launcher")
-    launcher = resolve(spec.factory)(options)
     progress = Progress(len(jobs), options.progress)
     started = time.perf_counter()
     try:
-        results = launcher.launch(jobs, progress.start, progress.done)
+        results = resolve(spec.factory)(options).launch(jobs, progress.start, progress.done)
+    except (BenchError, KeyboardInterrupt):
+        raise
+    except Exception as exc:  # launcher plugins are third-party code too
+        raise BenchError(f"launcher {launcher_name!r} failed: {type(exc).__name__}: {exc}") from exc
     finally:
         progress.close()
+    if not isinstance(results, list) or not all(isinstance(r, JobResult) for r in results):
+        raise BenchError(f"launcher {launcher_name!r} returned {type(results).__name__}, not a list of JobResult")
     print(f"{sum(r.ok for r in results)} of {len(jobs)} jobs done in {time.perf_counter() - started:.1f}s")
     return results
 

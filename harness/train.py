@@ -21,13 +21,13 @@ import torch
 from torch.nn import functional as F
 
 from . import provenance
-from .checkpoint import checkpoint_path, restore, save_checkpoint, snapshot
+from .checkpoint import checkpoint_path, restore, run_lock, save_checkpoint, snapshot
 from .errors import BenchError, RunInterrupted, Terminated
-from .files import write_exclusive
+from .files import write_atomic, write_exclusive
 from .plan import RunPlan
 from .records import LoaderRequest, resolve
 from .registry import build_model
-from .runrecord import EpochStats, RunInfo, RunRecord, new_run_id, write_record
+from .runrecord import EpochStats, RunInfo, RunRecord, new_run_id, record_json
 
 
 def train(plan: RunPlan, seed: int, hooks: Any, resume: dict[str, Any] | None = None) -> tuple[RunRecord, Path]:
@@ -45,39 +45,40 @@ def train(plan: RunPlan, seed: int, hooks: Any, resume: dict[str, Any] | None = 
     epochs = [EpochStats.from_json(e) for e in resume["epochs"]] if resume else []
     elapsed, confusion = (resume["elapsed"], resume.get("confusion")) if resume else (0.0, None)
     if resume:
-        restore(resume, model, optimizer, scheduler, loaders)
-    ckpt = checkpoint_path(plan.results_dir, run.run_id)
+        restore(resume, model, optimizer, scheduler, loaders, plan.device)
+    ckpt, saved = checkpoint_path(plan.results_dir, run.run_id), len(epochs)
+    status, stopped_by = (resume.get("status", "running"), resume.get("stopped_by")) if resume else ("running", None)
 
     def save() -> None:
+        nonlocal saved
         state = snapshot(plan, run, seed, model, optimizer, scheduler, loaders, epochs, elapsed, git)
-        save_checkpoint(ckpt, {**state, "confusion": confusion})
+        save_checkpoint(ckpt, {**state, "confusion": confusion, "status": status, "stopped_by": stopped_by})
+        saved = len(epochs)
 
-    hooks.cnnbench_run_start(run=run)
-    if not resume:
-        save()  # an interrupted first epoch can be resumed too
-    status, stopped_by = "complete", None
-    try:
-        for epoch in range(len(epochs) + 1, plan.recipe.epochs + 1):
-            t0 = time.perf_counter()
-            stats, confusion = run_epoch(plan, run, epoch, model, optimizer, scheduler, loaders, hooks)
-            epochs.append(stats)
-            elapsed += time.perf_counter() - t0
-            if stats.train_loss is None:
-                status, stopped_by = "diverged", f"diverged: the training loss was not finite in epoch {epoch}"
-            else:
+    with run_lock(plan.results_dir, run.run_id):
+        hooks.cnnbench_run_start(run=run)
+        try:
+            if not resume:
+                save()  # an interrupted first epoch can be resumed too
+            for epoch in range(len(epochs) + 1, plan.recipe.epochs + 1):
+                if status != "running":  # a resumed run that had stopped or diverged trains no more
+                    break
+                t0 = time.perf_counter()
+                stats, confusion = run_epoch(plan, run, epoch, model, optimizer, scheduler, loaders, hooks)
+                epochs.append(stats)
+                elapsed += time.perf_counter() - t0
                 save()
-            if any(hooks.cnnbench_epoch_end(run=run, epoch=stats)) and status == "complete":
-                status, stopped_by = "stopped", f"a cnnbench_epoch_end hook after epoch {epoch}"
-            if status != "complete":
-                break
-    except KeyboardInterrupt as exc:
-        raise RunInterrupted(run.run_id, len(epochs), str(plan.results_dir), isinstance(exc, Terminated)) from None
-
-    record = build_record(plan, run, epochs, confusion, splits, elapsed, stopped_by, git, status)
-    hooks.cnnbench_run_end(run=run, record=record)
-    path = write_run(plan, record, model)
+                stop = any(hooks.cnnbench_epoch_end(run=run, epoch=stats))
+                if stats.train_loss is None or stop:
+                    status, stopped_by = stop_reason(stats, epoch)
+                    save()
+            record = build_record(plan, run, epochs, confusion, splits, elapsed, stopped_by, git, status)
+            hooks.cnnbench_run_end(run=run, record=record)
+            path = write_run(plan, record, model)
+            ckpt.unlink(missing_ok=True)
+        except KeyboardInterrupt as exc:
+            raise RunInterrupted(run.run_id, saved, str(plan.results_dir), isinstance(exc, Terminated)) from None
     hooks.cnnbench_record_written(record=record, path=path)
-    ckpt.unlink(missing_ok=True)
     return record, path
 
 
@@ -101,6 +102,12 @@ def run_epoch(plan: RunPlan, run: RunInfo, epoch: int, model: torch.nn.Module, o
         images_per_s=round(seen / train_seconds, 1),
     )
     return stats, confusion
+
+
+def stop_reason(stats: EpochStats, epoch: int) -> tuple[str, str]:
+    if stats.train_loss is None:
+        return "diverged", f"diverged: the training loss was not finite in epoch {epoch}"
+    return "stopped", f"a cnnbench_epoch_end hook after epoch {epoch}"
 
 
 def finite(value: float) -> float | None:
@@ -216,6 +223,7 @@ def build_record(
     plan: RunPlan, run: RunInfo, epochs: list[EpochStats], confusion: Any, splits: dict[str, Any],
     elapsed: float, stopped_by: str | None, git: dict[str, Any], status: str = "complete",
 ) -> RunRecord:
+    status = "complete" if status == "running" else status
     """The run record: what was run, what every epoch measured, and where (machine, versions, commit)."""
     best = max(epochs, key=lambda e: e.test_acc)
     per_class = (confusion.diag().float() / confusion.sum(1).clamp(min=1)).tolist()
@@ -234,14 +242,24 @@ def build_record(
 
 
 def write_run(plan: RunPlan, record: RunRecord, model: torch.nn.Module) -> Path:
-    """Weights (when the record names them) then the record; weights never outlive a failed record write."""
+    """Weights (when the record names them) then the record; weights never outlive a failed record write.
+
+    The weights replace a file of the same name: only this run has its id, and a run killed between
+    the two writes left weights without a record that its resume must be able to replace.
+    """
+    try:
+        data = record_json(record)
+    except (TypeError, ValueError) as exc:
+        raise BenchError(f"a cnnbench_run_end hook put a value into the record that is not JSON ({exc})") from None
     weights = Path(plan.results_dir) / record.weights if record.weights else None
     if weights is not None:
         buffer = io.BytesIO()
         torch.save({k: v.detach().cpu() for k, v in model.state_dict().items()}, buffer)
-        write_exclusive(weights, buffer.getvalue())
+        write_atomic(weights, buffer.getvalue())
     try:
-        return write_record(record, plan.results_dir)
+        path = Path(plan.results_dir) / f"{record.run_id}.json"
+        write_exclusive(path, data)
+        return path
     except BaseException:
         if weights is not None:
             weights.unlink(missing_ok=True)

@@ -107,6 +107,18 @@ class FfcvLoader:
                 os_cache=True,
             )
 
+    def state_dict(self) -> dict[str, Any]:
+        """ffcv's epoch counter (it seeds each epoch's order) and the batch-augmentation generator."""
+        state = {"epoch": int(self.loader.next_epoch)}
+        if self.finish.generator is not None:
+            state["augment"] = self.finish.generator.get_state()
+        return state
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.loader.next_epoch = int(state["epoch"])
+        if self.finish.generator is not None and "augment" in state:
+            self.finish.generator.set_state(state["augment"])
+
     def __len__(self) -> int:
         return len(self.loader)
 

@@ -25,6 +25,7 @@ from cnnbench import BenchError, hookimpl
 from cnnbench.files import write_atomic, write_exclusive
 from cnnbench.jobs import job_from_json, job_to_json
 from cnnbench.records import Job, JobResult, LauncherSpec, LaunchOptions
+from cnnbench.registry import first_line
 
 INSTALL_HINT = "pip install 'cnnbench[ray]'"
 
@@ -43,6 +44,8 @@ def ray_job(job_json: dict[str, Any], data_dir: str | None, threads: int, launch
                 record, path = run_job(job_from_json(job_json), tmp, data_dir, threads, {**launch, "node": node})
         except BenchError as exc:
             return {"ok": False, "error": str(exc), "log": log.getvalue()}
+        except Exception as exc:  # a bug in plugin code: report it with the log instead of losing both
+            return {"ok": False, "error": f"{type(exc).__name__}: {exc}", "log": log.getvalue()}
         weights = Path(tmp) / record.weights if record.weights else None
         return {
             "ok": record.status != "diverged", "error": "diverged" if record.status == "diverged" else "",
@@ -61,20 +64,34 @@ class RayLauncher:
 
         if ray.is_initialized():
             return False
-        if self.options.address:
-            ray.init(address=self.options.address, log_to_driver=False, ignore_reinit_error=True)
-            return True
-        # local workers import the same modules as this process, --plugin ones from the current folder too
-        path = [p for p in (os.getcwd(), os.environ.get("PYTHONPATH")) if p]
-        os.environ["PYTHONPATH"] = os.pathsep.join(path)
-        ray.init(num_cpus=self.options.jobs, include_dashboard=False, log_to_driver=False, ignore_reinit_error=True)
+        saved = os.environ.get("PYTHONPATH")
+        try:
+            if self.options.address:
+                ray.init(address=self.options.address, log_to_driver=False)
+            else:
+                # local workers import what this process imports, --plugin modules from this folder too
+                os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (os.getcwd(), saved) if p)
+                ray.init(num_cpus=self.options.jobs, include_dashboard=False, log_to_driver=False)
+        except Exception as exc:  # ConnectionError, RuntimeError, ValueError (RAY_ADDRESS set) ...
+            where = self.options.address or "a local instance"
+            raise BenchError(f"ray: cannot start or join {where} ({type(exc).__name__}: {first_line(exc)})") from None
+        finally:
+            if saved is None:
+                os.environ.pop("PYTHONPATH", None)
+            else:
+                os.environ["PYTHONPATH"] = saved
         return True
 
     def launch(self, jobs: list[Job], on_start: Callable[[Job], None],
                on_done: Callable[[JobResult], None]) -> list[JobResult]:
         import ray
 
+        on_gpu = [j for j in jobs if str(j.overrides.get("device") or "").startswith("cuda")]
+        if on_gpu and not self.options.gpus_per_job:
+            raise BenchError(f"{on_gpu[0].label()} asks for CUDA, but Ray gives a task no GPU unless "
+                             "--gpus-per-job is set (e.g. 0.25 for four jobs per GPU)")
         started = self.start()
+        pending: list[Any] = []
         try:
             cpus = self.options.cpus_per_job or 1
             task = ray.remote(num_cpus=cpus, num_gpus=self.options.gpus_per_job,
@@ -96,6 +113,11 @@ class RayLauncher:
                 results.append(self.collect(refs[done[0]], done[0]))
                 on_done(results[-1])
             return results
+        except BaseException:
+            for ref in pending:  # on a cluster that outlives this sweep, nothing keeps running for nobody
+                with contextlib.suppress(Exception):
+                    ray.cancel(ref, force=True)
+            raise
         finally:
             if started:
                 ray.shutdown()
@@ -115,9 +137,15 @@ class RayLauncher:
         if "record" not in out:
             return JobResult(job, False, error=out["error"], log_path=str(log_path))
         results = Path(self.options.results_dir)
-        if out["weights"] is not None:
-            write_exclusive(results / out["weights_name"], out["weights"])
-        write_exclusive(results / out["name"], out["record"])
+        weights = results / out["weights_name"] if out["weights"] is not None else None
+        if weights is not None:
+            write_atomic(weights, out["weights"])
+        try:
+            write_exclusive(results / out["name"], out["record"])
+        except BaseException:  # never weights without their record
+            if weights is not None:
+                weights.unlink(missing_ok=True)
+            raise
         return JobResult(job, out["ok"], str(results / out["name"]), error=out["error"], log_path=str(log_path))
 
 

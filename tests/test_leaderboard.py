@@ -337,3 +337,17 @@ def test_a_mean_just_under_the_target_does_not_print_as_the_target():
     (row,) = rows_for(records)
     assert row.status != lb.PASS
     assert "99.396%" in lb.render([row])  # not "99.40%", which would read as a pass
+
+
+def test_throughput_of_a_shared_device_is_marked():
+    from cnnbench.runrecord import RunRecord
+
+    alone = [RunRecord.from_json(make_record(seed=s, launch={"launcher": None, "jobs_on_device": 1})) for s in (0, 1)]
+    shared = [RunRecord.from_json(make_record(seed=s, lr=0.05, launch={"launcher": "local", "jobs_on_device": 4}))
+              for s in (0, 1)]
+    unknown = [RunRecord.from_json(make_record(seed=0, lr=0.02))]
+    rows = lb.build_rows(lb.group_records([*alone, *shared, *unknown]), [])
+    by_lr = {r.group.first.recipe["lr"]: r for r in rows}
+    assert lb.display_cells(by_lr[0.05])[16] == "3,000 (shared 4)"
+    assert lb.display_cells(by_lr[0.1])[16] == "3,000" and lb.display_cells(by_lr[0.02])[16] == "3,000"
+    assert by_lr[0.05].as_dict()["device_shared_by"] == 4 and by_lr[0.02].as_dict()["device_shared_by"] is None

@@ -400,3 +400,77 @@ def test_python_warnings_are_not_tracebacks(tmp_path):
     result = bench("leaderboard", "--results-dir", str(tmp_path))
     assert result.exit_code == 0 and "Traceback" not in result.output
     assert "warning: skipping" in result.output and "half.json" in result.output
+
+
+# --- found in review ------------------------------------------------------------------------------
+
+
+def test_a_stopped_run_resumes_without_training_again(tmp_path, data_dir):
+    import stopper
+
+    stopper.CALLS.clear()
+    failed = bench("--plugin", "stopper", "--plugin", "bad_hooks", "run", "--model", "mnist_step2",
+                   *tiny(data_dir, tmp_path, epochs=3), env={"BAD_HOOK": "run_end"})
+    one_line_error(failed, "plugin 'bad_hooks' failed in cnnbench_run_end")
+    [ckpt] = tmp_path.glob("*.ckpt")
+    resumed = bench("resume", ckpt.name.removesuffix(".ckpt"), "--results-dir", str(tmp_path), "--no-progress")
+    assert resumed.exit_code == 0, resumed.output
+    [path] = tmp_path.glob("*.json")
+    record = read_record(path)
+    assert record.n_epochs == 1 and record.status == "stopped" and "after epoch 1" in record.stopped_by
+
+
+def test_a_failing_record_written_hook_leaves_no_checkpoint(tmp_path, data_dir):
+    result = bench("--plugin", "bad_hooks", "run", "--model", "mnist_step2", *tiny(data_dir, tmp_path, epochs=1),
+                   env={"BAD_HOOK": "record_written"})
+    one_line_error(result, "plugin 'bad_hooks' failed in cnnbench_record_written")
+    assert len(list(tmp_path.glob("*.json"))) == 1 and len(list(tmp_path.glob("*.pt"))) == 1
+    assert not list(tmp_path.glob("*.ckpt")) and not list(tmp_path.glob("*.lock"))
+
+
+def test_weights_left_by_a_kill_between_the_two_writes_do_not_block_resume(tmp_path, data_dir, monkeypatch):
+    from cnnbench import files
+
+    real = files._fill
+
+    def full(fd, tmp, data):
+        if ".json." in tmp:
+            os.close(fd)
+            raise OSError(errno.ENOSPC, "No space left on device", tmp)
+        real(fd, tmp, data)
+
+    monkeypatch.setattr(files, "_fill", full)
+    one_line_error(bench("run", "--model", "mnist_step2", *tiny(data_dir, tmp_path, epochs=1)), "No space")
+    monkeypatch.setattr(files, "_fill", real)
+    [ckpt] = tmp_path.glob("*.ckpt")
+    run_id = ckpt.name.removesuffix(".ckpt")
+    (tmp_path / f"{run_id}.pt").write_bytes(b"left by a kill")  # as if killed after the weights were written
+    resumed = bench("resume", run_id, "--results-dir", str(tmp_path), "--no-progress")
+    assert resumed.exit_code == 0, resumed.output
+    assert torch.load(tmp_path / f"{run_id}.pt", weights_only=True)
+
+
+def test_a_running_run_is_not_resumed_twice(finished_run, tmp_path):
+    from cnnbench.checkpoint import run_lock
+
+    run_id = "20260101T000000Z-mnist_step2-s0-0badc0de"
+    (tmp_path / f"{run_id}.ckpt").write_bytes(b"x")
+    with run_lock(tmp_path, run_id):
+        one_line_error(bench("resume", run_id, "--results-dir", str(tmp_path)), "still running in another process")
+    assert not (tmp_path / f"{run_id}.lock").exists()
+
+
+@pytest.mark.parametrize(
+    "plugin, env, fragments",
+    [
+        ("forward_raises", {}, ["plugin 'forward_raises' failed in seed 0", "ValueError: forward cannot cope"]),
+        ("bad_hooks", {"BAD_HOOK": "not-json"}, ["cnnbench_run_end hook put a value into the record"]),
+        ("exits_registering", {}, ["plugin 'exits_registering' raised while registering models: SystemExit"]),
+    ],
+)
+def test_plugin_code_outside_hooks_is_one_line(tmp_path, data_dir, plugin, env, fragments):
+    model = "raising_net" if plugin == "forward_raises" else "mnist_step2"
+    result = bench("--plugin", plugin, "run", "--model", model, *tiny(data_dir, tmp_path, epochs=1, train=256),
+                   env=env)
+    one_line_error(result, *fragments)
+    assert not list(tmp_path.glob("*.pt"))

@@ -146,3 +146,52 @@ def test_a_killed_ray_worker_is_retried(tmp_path, data_dir, monkeypatch):
     assert marker.exists()  # the first attempt's worker died
     [path] = (tmp_path / "r").glob("*.json")
     assert read_record(path).status == "complete"
+
+
+def test_asking_for_a_default_does_not_make_a_new_job(registry):
+    from cnnbench.sweep import expand
+
+    plain = expand({"model": ["mnist_gap"], "seeds": 1}, registry=registry)
+    spelled = expand({"model": ["mnist_gap"], "seeds": 1, "loader": ["memory"], "normalizer": ["batch"],
+                      "epochs": [15], "lr": [0.1]}, registry=registry)
+    other = expand({"model": ["mnist_gap"], "seeds": 1, "epochs": [14]}, registry=registry)
+    assert [j.key for j in plain] == [j.key for j in spelled] != [j.key for j in other]
+
+
+def test_ctrl_c_stops_a_local_sweep_and_repeating_it_resumes(tmp_path, data_dir):
+    import os
+    import signal
+    import subprocess
+    import time
+
+    from support import BENCH
+
+    args = [str(BENCH), "sweep", "--model", "mnist_step2", "--seeds", "2", "--epochs", "4", "--limit-train", "3072",
+            "--limit-test", "128", "--data-dir", str(data_dir), "--results-dir", "r", "--log-dir", "logs",
+            "--no-progress", "--jobs", "2"]
+    proc = subprocess.Popen(args, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 240
+    while time.monotonic() < deadline:
+        logs = list((tmp_path / "logs").glob("*.log"))
+        if len(logs) == 2 and all("epoch   1" in p.read_text() for p in logs):
+            break
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=180)
+    assert proc.returncode == 130, err
+    assert err.strip().splitlines()[-1].startswith("error: sweep interrupted"), err
+    assert len(list((tmp_path / "r").glob("*.ckpt"))) == 2 and not list((tmp_path / "r").glob("*.json"))
+    assert not [p for p in os.popen("ps -eo args").read().splitlines() if "cnnbench.jobs" in p and str(tmp_path) in p]
+    again = subprocess.run(args, cwd=tmp_path, capture_output=True, text=True, timeout=600)
+    assert again.returncode == 0, again.stderr
+    records = [read_record(p) for p in (tmp_path / "r").glob("*.json")]
+    assert len(records) == 2 and all(r.resumed_at and r.n_epochs == 4 for r in records)
+    assert not list((tmp_path / "r").glob("*.ckpt"))
+
+
+def test_ray_refuses_cuda_jobs_without_gpus_before_starting(tmp_path):
+    result = bench("sweep", "--launcher", "ray", "--model", "mnist_step2", "--device", "cuda", "--results-dir",
+                   str(tmp_path / "r"), "--no-progress")
+    if "ray' needs ray" in result.output:
+        pytest.skip("ray is not installed")
+    assert result.exit_code == 1 and "asks for CUDA" in result.stderr and "--gpus-per-job" in result.stderr

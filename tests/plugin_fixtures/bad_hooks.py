@@ -26,6 +26,13 @@ def cnnbench_epoch_end(run, epoch):
 @hookimpl
 def cnnbench_run_end(run, record):
     _fail("run_end")
+    if os.environ.get("BAD_HOOK") == "not-json":
+        record.extra["tensor"] = object()
+
+
+@hookimpl
+def cnnbench_record_written(record, path):
+    _fail("record_written")
 
 
 @hookimpl
