@@ -111,7 +111,10 @@ def test_signals_end_a_run_cleanly_with_a_checkpoint(tmp_path, data_dir, sig, co
 # --- nothing lost, nothing half-written ---------------------------------------------------------
 
 
-def test_full_disk_at_the_record_costs_no_trained_epoch(tmp_path, data_dir, monkeypatch):
+@pytest.fixture
+def full_disk_at_records(monkeypatch):
+    """Every record write fails with ENOSPC (other files are written); yields a function that
+    gives the disk its space back."""
     from cnnbench import files
 
     real_fill = files._fill
@@ -123,11 +126,15 @@ def test_full_disk_at_the_record_costs_no_trained_epoch(tmp_path, data_dir, monk
         real_fill(fd, tmp, data)
 
     monkeypatch.setattr(files, "_fill", full)
+    yield lambda: monkeypatch.setattr(files, "_fill", real_fill)
+
+
+def test_full_disk_at_the_record_costs_no_trained_epoch(tmp_path, data_dir, full_disk_at_records):
     result = bench("run", "--model", "mnist_step2", *tiny(data_dir, tmp_path))
     one_line_error(result, "No space left on device")
     assert not list(tmp_path.glob("*.pt")) and not list(tmp_path.glob(".*tmp")) and not list(tmp_path.glob("*.json"))
     [ckpt] = tmp_path.glob("*.ckpt")
-    monkeypatch.setattr(files, "_fill", real_fill)
+    full_disk_at_records()  # space again
     resumed = bench("resume", ckpt.name.removesuffix(".ckpt"), "--results-dir", str(tmp_path), "--no-progress")
     assert resumed.exit_code == 0, resumed.output
     [path] = tmp_path.glob("*.json")
@@ -428,20 +435,10 @@ def test_a_failing_record_written_hook_leaves_no_checkpoint(tmp_path, data_dir):
     assert not list(tmp_path.glob("*.ckpt")) and not list(tmp_path.glob("*.lock"))
 
 
-def test_weights_left_by_a_kill_between_the_two_writes_do_not_block_resume(tmp_path, data_dir, monkeypatch):
-    from cnnbench import files
-
-    real = files._fill
-
-    def full(fd, tmp, data):
-        if ".json." in tmp:
-            os.close(fd)
-            raise OSError(errno.ENOSPC, "No space left on device", tmp)
-        real(fd, tmp, data)
-
-    monkeypatch.setattr(files, "_fill", full)
+def test_weights_left_by_a_kill_between_the_two_writes_do_not_block_resume(tmp_path, data_dir,
+                                                                             full_disk_at_records):
     one_line_error(bench("run", "--model", "mnist_step2", *tiny(data_dir, tmp_path, epochs=1)), "No space")
-    monkeypatch.setattr(files, "_fill", real)
+    full_disk_at_records()
     [ckpt] = tmp_path.glob("*.ckpt")
     run_id = ckpt.name.removesuffix(".ckpt")
     (tmp_path / f"{run_id}.pt").write_bytes(b"left by a kill")  # as if killed after the weights were written
