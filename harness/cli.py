@@ -15,7 +15,7 @@ from typing import Any
 import click
 
 from . import __version__
-from .errors import BenchError, RunInterrupted, Terminated
+from .errors import BenchError, RunInterrupted, Terminated, on_sigterm
 from .registry import KINDS, Registry, get_registry
 
 MAX_SEED = 2**63 - 1  # torch.manual_seed takes a 64-bit integer
@@ -41,9 +41,6 @@ class FiniteFloat(click.ParamType):
             self.fail(f"{value!r} is not a finite number {bound} {self.low}{upper}", param, ctx)
         return number
 
-
-def on_sigterm(signum: int, frame: Any) -> None:
-    raise Terminated()
 
 LIST_KINDS = [*KINDS, "plugins"]
 

@@ -17,8 +17,8 @@ from typing import Any
 
 import click
 
-from .cli import on_sigterm, registry_from, run
-from .errors import BenchError, Terminated
+from .cli import registry_from, run
+from .errors import BenchError, Terminated, on_sigterm
 
 OWN = ("results_dir", "data_dir", "no_progress")  # sweep options of its own, not lists
 

@@ -15,7 +15,12 @@ def unknown_name(kind: str, name: str, valid: list[str]) -> BenchError:
 
 
 class Terminated(KeyboardInterrupt):
-    """SIGTERM, raised where SIGINT raises ``KeyboardInterrupt`` (``bench`` installs the handler)."""
+    """SIGTERM, raised where SIGINT raises ``KeyboardInterrupt`` (``bench`` installs ``on_sigterm``)."""
+
+
+def on_sigterm(signum: int, frame: object) -> None:
+    """``signal.signal(signal.SIGTERM, on_sigterm)``: a SIGTERM ends a run as cleanly as Ctrl-C."""
+    raise Terminated()
 
 
 class RunInterrupted(Exception):

@@ -18,7 +18,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from .errors import BenchError, RunInterrupted, Terminated
+from .errors import BenchError, RunInterrupted, Terminated, on_sigterm
 from .records import Job
 
 
@@ -31,15 +31,15 @@ def job_from_json(data: dict[str, Any]) -> Job:
                tuple(data.get("plugin_modules", ())))
 
 
-def find_job_checkpoint(results_dir: Path, key: str) -> Path | None:
-    """An interrupted run of this job in ``results_dir``, if there is one."""
+def find_job_checkpoint(results_dir: Path, key: str) -> dict[str, Any] | None:
+    """The loaded checkpoint of an interrupted run of this job in ``results_dir``, if there is one."""
     from .checkpoint import incomplete_runs
 
     for path, state in incomplete_runs(results_dir):
         if ((state.get("overrides") or {}).get("launch") or {}).get("job_key") == key:
             if state.get("running"):
                 raise BenchError(f"job {key} is running in another process ({path.name}); not starting it twice")
-            return path
+            return state
     return None
 
 
@@ -48,26 +48,20 @@ def run_job(job: Job, results_dir: str | Path, data_dir: str | None, threads: in
     """Train ``job`` (or resume its checkpoint) into ``results_dir``; returns ``(record, path)``."""
     from .plan import Overrides, make_plan
     from .registry import get_registry
-    from .resume import resume_run
-    from .runrecord import read_record
+    from .resume import resume_state
 
     launch = {**launch, "job_key": job.key, "node": launch.get("node") or socket.gethostname()}
     checkpoint = find_job_checkpoint(Path(results_dir), job.key)
     if checkpoint is not None:
-        print(f"resuming {checkpoint.name}", flush=True)
-        record = resume_run(checkpoint.name.removesuffix(".ckpt"), results_dir, data_dir, progress=False)
+        print(f"resuming {checkpoint['run']['run_id']}", flush=True)
+        record = resume_state(checkpoint, results_dir, data_dir, progress=False)
         return record, Path(results_dir) / f"{record.run_id}.json"
     registry = get_registry(job.plugin_modules)
     overrides = Overrides(**{**job.overrides, "results_dir": str(results_dir), "data_dir": data_dir,
                              "threads": threads, "progress": False, "launch": launch})
     from .train import train
 
-    record, path = train(make_plan(registry, job.model, overrides), job.seed, registry.hook)
-    return read_record(path), path
-
-
-def on_sigterm(signum: int, frame: Any) -> None:
-    raise Terminated()
+    return train(make_plan(registry, job.model, overrides), job.seed, registry.hook)
 
 
 def main(argv: list[str] | None = None) -> int:

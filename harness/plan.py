@@ -182,6 +182,7 @@ def check_loader_available(spec: Any, kind: str = "loader") -> None:
 
 
 def parse_device(name: str) -> str:
+    """``auto``, or the torch device string ``name`` names; unknown names are a ``BenchError``."""
     import torch
 
     if name == "auto":
@@ -198,10 +199,7 @@ def check_device(name: str) -> str:
 
     if name == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
-    try:
-        device = torch.device(name)
-    except RuntimeError as exc:
-        raise BenchError(f"--device {name!r} is not a device torch knows ({exc})") from exc
+    device = torch.device(parse_device(name))
     if device.type == "cuda":
         if not torch.cuda.is_available():
             raise BenchError(f"--device {name}: CUDA is not available on this machine (use cpu or auto)")

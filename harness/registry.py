@@ -19,7 +19,7 @@ import os
 import re
 import sys
 import traceback
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from importlib import metadata
 from types import ModuleType
@@ -117,10 +117,11 @@ def _distribution_of(module_name: str) -> tuple[str | None, str | None]:
         return names[0], None
 
 
-def _import(module_name: str, label: str) -> ModuleType:
-    """Import a plugin module; any failure (``sys.exit`` included) is one ``BenchError`` naming it."""
+def _import(module_name: str, label: str, load: Callable[[], ModuleType] | None = None) -> ModuleType:
+    """Import a plugin module (or call ``load``, an entry point's); any failure (``sys.exit``
+    included) is one ``BenchError`` naming the plugin."""
     try:
-        return importlib.import_module(module_name)
+        return load() if load is not None else importlib.import_module(module_name)
     except BaseException as exc:  # third-party code: SystemExit and friends included
         if isinstance(exc, KeyboardInterrupt):
             raise
@@ -171,14 +172,7 @@ def make_plugin_manager(extra_modules: Iterable[str] = (), blocked: Iterable[str
             label = f"{dist}:{ep.name}" if dist else ep.name
             if pm.is_blocked(label):
                 continue
-            try:
-                module = ep.load()
-            except BaseException as exc:
-                if isinstance(exc, KeyboardInterrupt):
-                    raise
-                raise BenchError(
-                    f"plugin {label!r} ({ep.value}) failed to import: {type(exc).__name__}: {exc}"
-                ) from exc
+            module = _import(ep.value, label, ep.load)
             pm.add(module, label, dist, ep.dist.version if ep.dist is not None else None)
     explicit = [*_env_modules(), *extra_modules]
     if explicit:

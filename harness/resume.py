@@ -12,8 +12,8 @@ from .formatting import pct
 from .runrecord import RunRecord, iter_records
 
 
-def find_checkpoint(ref: str, results_dir: Path) -> Path:
-    """The checkpoint of run ``ref`` (an id or a unique prefix) in ``results_dir``."""
+def find_checkpoint(ref: str, results_dir: Path) -> dict[str, Any]:
+    """The checkpoint (its loaded state) of run ``ref``, an id or a unique prefix, in ``results_dir``."""
     pending = {p.name[: -len(SUFFIX)]: state for p, state in incomplete_runs(results_dir)}
     ids = list(pending)
     matches = [i for i in ids if i == ref] or [i for i in ids if i.startswith(ref)]
@@ -24,19 +24,26 @@ def find_checkpoint(ref: str, results_dir: Path) -> Path:
         raise BenchError(f"no interrupted run {ref!r} in {results_dir}; interrupted runs: {listed}")
     if len(matches) > 1:
         raise BenchError(f"run {ref!r} is ambiguous in {results_dir}; it matches: {', '.join(matches)}")
-    if pending[matches[0]].get("running"):
+    state = pending[matches[0]]
+    if state.get("running"):
         raise BenchError(f"run {matches[0]} is still running in another process; it cannot be resumed twice")
-    return results_dir / f"{matches[0]}{SUFFIX}"
+    if "run" not in state:  # unreadable: load it again for the one-line error that says why
+        load_checkpoint(results_dir / f"{matches[0]}{SUFFIX}")
+    return state
 
 
 def resume_run(ref: str, results_dir: str | Path, data_dir: str | None, progress: bool) -> RunRecord:
-    """Rebuild the run's plan from its checkpoint and train the remaining epochs."""
+    """Continue the interrupted run ``ref`` (an id or a unique prefix) in ``results_dir``."""
+    return resume_state(find_checkpoint(ref, Path(results_dir)), results_dir, data_dir, progress)
+
+
+def resume_state(state: dict[str, Any], results_dir: str | Path, data_dir: str | None, progress: bool) -> RunRecord:
+    """Rebuild a run's plan from its loaded checkpoint ``state`` and train the remaining epochs."""
     from .plan import Overrides, make_plan
     from .registry import get_registry
     from .train import train
 
     results = Path(results_dir)
-    state = load_checkpoint(find_checkpoint(ref, results))
     saved = Overrides.from_json(state["overrides"])
     overrides = dataclasses.replace(
         saved, results_dir=results, data_dir=data_dir or saved.data_dir, progress=progress

@@ -24,7 +24,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from .files import write_exclusive
+from .files import write_atomic, write_exclusive
 
 SCHEMA_VERSION = 2
 REQUIRED = ("run_id", "model", "dataset", "params", "epochs", "final_test_acc", "best_test_acc")
@@ -256,10 +256,26 @@ def record_json(record: RunRecord) -> bytes:
     return (json.dumps(record.to_json(), indent=1, allow_nan=False) + "\n").encode()
 
 
-def write_record(record: RunRecord, results_dir: Path) -> Path:
-    """Write ``record`` as ``<results_dir>/<run_id>.json``; returns the path."""
+def write_record(record: RunRecord, results_dir: Path, weights: bytes | None = None) -> Path:
+    """Write ``record`` as ``<results_dir>/<run_id>.json`` (never overwriting); returns the path.
+
+    With ``weights``, the file ``record.weights`` is written first, and removed if the record
+    cannot be written: weights never outlive a failed record write. The weights replace a file of
+    the same name: only this run has its id, and a run killed between the two writes left weights
+    without a record that its resume must be able to replace. A record that is not strict JSON
+    raises ``TypeError`` / ``ValueError`` before anything is written.
+    """
+    data = record_json(record)
+    weights_path = Path(results_dir) / record.weights if weights is not None and record.weights else None
+    if weights_path is not None:
+        write_atomic(weights_path, weights)
     path = Path(results_dir) / f"{record.run_id}.json"
-    write_exclusive(path, record_json(record))
+    try:
+        write_exclusive(path, data)
+    except BaseException:
+        if weights_path is not None:
+            weights_path.unlink(missing_ok=True)
+        raise
     return path
 
 

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import BenchError
-from .plan import Overrides, make_plan
+from .plan import DEFAULT_LOADER, Overrides, make_plan
 from .records import Job, JobResult, LaunchOptions
 from .registry import Registry
 from .runrecord import RunRecord, iter_records
@@ -67,7 +67,7 @@ def canonical(registry: Registry | None, model: str, values: dict[str, Any]) -> 
         return values  # check_jobs reports the unknown model
     if spec is None:
         return values
-    defaults = {**dataclasses.asdict(spec.recipe), "normalizer": spec.normalizer, "loader": "memory"}
+    defaults = {**dataclasses.asdict(spec.recipe), "normalizer": spec.normalizer, "loader": DEFAULT_LOADER}
     return {k: v for k, v in values.items() if not (k in defaults and defaults[k] == v)}
 
 
@@ -126,9 +126,7 @@ def check_jobs(registry: Registry, jobs: list[Job], options: LaunchOptions, here
         try:
             make_plan(registry, job.model, Overrides(**job.overrides, results_dir=options.results_dir,
                                                      data_dir=options.data_dir), check_device_here=here)
-        except TypeError as exc:
-            raise BenchError(f"{job.label()}: {exc}") from None
-        except BenchError as exc:
+        except (TypeError, BenchError) as exc:
             raise BenchError(f"{job.label()}: {exc}") from None
 
 

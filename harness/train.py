@@ -23,11 +23,10 @@ from torch.nn import functional as F
 from . import provenance
 from .checkpoint import checkpoint_path, restore, run_lock, save_checkpoint, snapshot
 from .errors import BenchError, RunInterrupted, Terminated
-from .files import write_atomic, write_exclusive
 from .plan import RunPlan
 from .records import LoaderRequest, resolve
 from .registry import build_model
-from .runrecord import EpochStats, RunInfo, RunRecord, new_run_id, record_json
+from .runrecord import EpochStats, RunInfo, RunRecord, new_run_id, write_record
 
 
 def train(plan: RunPlan, seed: int, hooks: Any, resume: dict[str, Any] | None = None) -> tuple[RunRecord, Path]:
@@ -242,25 +241,13 @@ def build_record(
 
 
 def write_run(plan: RunPlan, record: RunRecord, model: torch.nn.Module) -> Path:
-    """Weights (when the record names them) then the record; weights never outlive a failed record write.
-
-    The weights replace a file of the same name: only this run has its id, and a run killed between
-    the two writes left weights without a record that its resume must be able to replace.
-    """
-    try:
-        data = record_json(record)
-    except (TypeError, ValueError) as exc:
-        raise BenchError(f"a cnnbench_run_end hook put a value into the record that is not JSON ({exc})") from None
-    weights = Path(plan.results_dir) / record.weights if record.weights else None
-    if weights is not None:
+    """The record and, when it names them, the final weights (``runrecord.write_record``)."""
+    weights = None
+    if record.weights:
         buffer = io.BytesIO()
         torch.save({k: v.detach().cpu() for k, v in model.state_dict().items()}, buffer)
-        write_atomic(weights, buffer.getvalue())
+        weights = buffer.getvalue()
     try:
-        path = Path(plan.results_dir) / f"{record.run_id}.json"
-        write_exclusive(path, data)
-        return path
-    except BaseException:
-        if weights is not None:
-            weights.unlink(missing_ok=True)
-        raise
+        return write_record(record, plan.results_dir, weights)
+    except (TypeError, ValueError) as exc:  # raised before anything is written
+        raise BenchError(f"a cnnbench_run_end hook put a value into the record that is not JSON ({exc})") from None

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import json
 import os
 import socket
 import tempfile
@@ -22,10 +23,11 @@ from pathlib import Path
 from typing import Any
 
 from cnnbench import BenchError, hookimpl
-from cnnbench.files import write_atomic, write_exclusive
+from cnnbench.files import write_atomic
 from cnnbench.jobs import job_from_json, job_to_json
 from cnnbench.records import Job, JobResult, LauncherSpec, LaunchOptions
 from cnnbench.registry import first_line
+from cnnbench.runrecord import RunRecord, write_record
 
 INSTALL_HINT = "pip install 'cnnbench[ray]'"
 
@@ -49,8 +51,7 @@ def ray_job(job_json: dict[str, Any], data_dir: str | None, threads: int, launch
         weights = Path(tmp) / record.weights if record.weights else None
         return {
             "ok": record.status != "diverged", "error": "diverged" if record.status == "diverged" else "",
-            "name": path.name, "record": path.read_bytes(), "log": log.getvalue(),
-            "weights_name": weights.name if weights else None, "weights": weights.read_bytes() if weights else None,
+            "record": path.read_bytes(), "log": log.getvalue(), "weights": weights.read_bytes() if weights else None,
         }
 
 
@@ -136,17 +137,9 @@ class RayLauncher:
         write_atomic(log_path, out["log"])
         if "record" not in out:
             return JobResult(job, False, error=out["error"], log_path=str(log_path))
-        results = Path(self.options.results_dir)
-        weights = results / out["weights_name"] if out["weights"] is not None else None
-        if weights is not None:
-            write_atomic(weights, out["weights"])
-        try:
-            write_exclusive(results / out["name"], out["record"])
-        except BaseException:  # never weights without their record
-            if weights is not None:
-                weights.unlink(missing_ok=True)
-            raise
-        return JobResult(job, out["ok"], str(results / out["name"]), error=out["error"], log_path=str(log_path))
+        record = RunRecord.from_json(json.loads(out["record"]))
+        path = write_record(record, Path(self.options.results_dir), out["weights"])
+        return JobResult(job, out["ok"], str(path), error=out["error"], log_path=str(log_path))
 
 
 @hookimpl
