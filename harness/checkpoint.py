@@ -63,7 +63,7 @@ def loader_state(loader: Any) -> dict[str, Any] | None:
 
 
 def snapshot(plan: Any, run: Any, seed: int, model: Any, optimizer: Any, scheduler: Any, loaders: dict[str, Any],
-             epochs: list[Any], elapsed: float, git: dict[str, Any]) -> dict[str, Any]:
+             epochs: list[Any], elapsed: float, git: dict[str, Any], ema: Any = None) -> dict[str, Any]:
     """Everything to continue the run after ``len(epochs)`` epochs."""
     return {
         "format": FORMAT,
@@ -81,7 +81,15 @@ def snapshot(plan: Any, run: Any, seed: int, model: Any, optimizer: Any, schedul
         "scheduler": scheduler.state_dict() if scheduler is not None else None,
         "random": random_states(plan.device),
         "loaders": {name: loader_state(loader) for name, loader in loaders.items()},
+        "ema": ema_state(ema),
     }
+
+
+def ema_state(ema: Any) -> dict[str, Any] | None:
+    if ema is None:
+        return None
+    state = ema.state_dict()
+    return {"module": {k: v.detach().cpu() for k, v in state["module"].items()}, "steps": state["steps"]}
 
 
 def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
@@ -105,10 +113,12 @@ def load_checkpoint(path: Path) -> dict[str, Any]:
 
 
 def restore(state: dict[str, Any], model: Any, optimizer: Any, scheduler: Any, loaders: dict[str, Any],
-            device: str) -> None:
+            device: str, ema: Any = None) -> None:
     """Put a run back where ``state`` left it (call after the model, optimizer and loaders are built)."""
     try:
         model.load_state_dict(state["model"])
+        if ema is not None:
+            ema.load_state_dict(state["ema"])
         optimizer.load_state_dict(state["optimizer"])
         if scheduler is not None and state["scheduler"] is not None:
             scheduler.load_state_dict(state["scheduler"])

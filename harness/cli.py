@@ -204,6 +204,8 @@ def list_cmd(ctx: click.Context, kind: str | None, pattern: str) -> None:
 @click.option("--seed", type=click.IntRange(0, MAX_SEED), default=0, show_default=True,
               help="Random seed (CPU runs repeat exactly).")
 @click.option("--seeds", help="Run several seeds: a count N (0..N-1) or a list like 1,2,3.")
+@click.option("--fused", is_flag=True,
+              help="Train the seeds together as one batched computation (torch.func vmap); one record each.")
 @click.option(
     "--data-dir", type=click.Path(file_okay=False), help="Folder holding MNIST/raw etc. [$BENCH_DATA_DIR or ./data]"
 )
@@ -212,6 +214,15 @@ def list_cmd(ctx: click.Context, kind: str | None, pattern: str) -> None:
 @click.option("--optimizer", type=click.Choice(["sgd", "adam"]), help="Override the recipe's optimizer.")
 @click.option("--scheduler", type=click.Choice(["none", "step", "onecycle"]), help="Override the recipe's schedule.")
 @click.option("--dropout", type=FiniteFloat(0, 1), help="Override the model's dropout.")
+@click.option("--nesterov/--no-nesterov", default=None, help="SGD with Nesterov momentum [the recipe's].")
+@click.option("--label-smoothing", type=FiniteFloat(0, 1), help="Label smoothing of the training loss [the recipe's].")
+@click.option("--warmup-epochs", type=FiniteFloat(0, low_open=True),
+              help="Rising phase of the onecycle schedule, in epochs [torch's 30%].")
+@click.option("--ema", type=FiniteFloat(0, 1, low_open=True),
+              help="Evaluate and save an exponential moving average of the weights with this decay per step.")
+@click.option("--tta", type=click.Choice(["none", "flip"]), help="Test-time augmentation [the recipe's].")
+@click.option("--val-split", type=click.IntRange(min=1),
+              help="Hold out N training images (a fixed slice) and evaluate them every epoch, for tuning.")
 @click.option("--normalizer", help="Normalization layers (see `bench list normalizers`) [the model's].")
 @click.option("--augment", "augmentation", help="Augmentation (see `bench list augmentations`) [the recipe's].")
 @click.option("--loader", default="memory", show_default=True, help="Data loader (see `bench list loaders`).")
@@ -226,6 +237,10 @@ def list_cmd(ctx: click.Context, kind: str | None, pattern: str) -> None:
 @click.option(
     "--precision", type=click.Choice(["fp32", "bf16"]), default="fp32", show_default=True, help="bf16 autocast."
 )
+@click.option("--channels-last", is_flag=True, help="Model and batches in channels_last (NHWC) memory layout.")
+@click.option("--compile", "compile", type=click.Choice(["none", "default", "reduce-overhead", "max-autotune"]),
+              default="none", show_default=True,
+              help="torch.compile the model (reduce-overhead: CUDA graphs on a GPU); compile time is in the record.")
 @click.option("--threads", type=click.IntRange(min=1), help="torch CPU threads [all cores].")
 @click.option("--results-dir", type=click.Path(file_okay=False), default="results", show_default=True)
 @click.option("--limit-train", type=click.IntRange(min=1), help="Train on the first N images only (smoke runs).")
@@ -289,9 +304,9 @@ def summary(ctx: click.Context, model: str, normalizer: str | None) -> None:
 
 def _add_commands() -> None:
     """The report and sweep commands live in their own modules."""
-    from . import cli_reports, cli_sweep
+    from . import cli_reports, cli_speed, cli_sweep
 
-    for command in [*cli_reports.COMMANDS, *cli_sweep.COMMANDS]:
+    for command in [*cli_reports.COMMANDS, *cli_sweep.COMMANDS, *cli_speed.COMMANDS]:
         main.add_command(command)
 
 

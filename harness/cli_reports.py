@@ -1,7 +1,7 @@
-"""Report commands: leaderboard, show, confusion, plot, misclassified, compare.
+"""Report commands: leaderboard, report, show, confusion, plot, misclassified, compare.
 
 Kept light at import time (click only): ``cnnbench.cli`` imports this module for every
-``bench`` invocation. Only ``misclassified`` imports torch.
+``bench`` invocation. Only ``misclassified`` (and ``report --data-dir``) import torch.
 """
 
 from __future__ import annotations
@@ -194,4 +194,63 @@ def compare(run_a: str, run_b: str, results_dir: str) -> None:
     click.echo(compare_text(a, b), nl=False)
 
 
-COMMANDS = [leaderboard, show, confusion, plot, misclassified, compare]
+@click.command()
+@RESULTS_DIR
+@click.option("--out", type=click.Path(file_okay=False), default="bench-out/report", show_default=True,
+              help="Folder of the site (index.html, runs/, plots/); replaced on every build.")
+@click.option("--data-dir", type=click.Path(), default=None,
+              help="Dataset folder: adds the misclassified grid of configurations whose runs saved weights "
+                   "(rebuilds each model with torch; skipped with a note where the data is not found).")
+@click.option("--open", "open_browser", is_flag=True, help="Open index.html in the default browser.")
+@click.option("--screenshot", type=click.Path(dir_okay=False), default=None,
+              help="Also save a PNG of the index's top as headless Chromium shows it "
+                   "(the README's: results/report-index.png).")
+@click.pass_context
+def report(ctx: click.Context, results_dir: str, out: str, data_dir: str | None, open_browser: bool,
+           screenshot: str | None) -> None:
+    """A static, self-contained site from the run records: plots of the field, the leaderboards, a page per
+    configuration. Opens from disk, offline."""
+    import time
+
+    from .cli import registry_from
+    from .report_site import build_site
+
+    started = time.perf_counter()
+    registry = registry_from(ctx)
+    records = _load_records(results_dir)
+    make = None
+    if data_dir is not None:
+        if Path(data_dir).is_dir():
+            make = _misclassified_maker(registry, Path(results_dir), data_dir)
+        else:
+            click.echo(f"warning: data dir {data_dir} not found; no misclassified grids", err=True)
+    site = build_site(records, registry.targets(), Path(out), _dataset_sizes(registry), Path(results_dir), make)
+    for note in site.notes:
+        click.echo(f"note: {note}", err=True)
+    reused = f", {site.reused} unchanged" if site.reused else ""
+    click.echo(f"wrote {site.index} ({len(records)} runs: {site.pages} pages, {site.plots} plots{reused}) "
+               f"in {time.perf_counter() - started:.1f}s")
+    if screenshot:
+        from .browser import screenshot as take
+        from .files import write_atomic
+
+        write_atomic(Path(screenshot), take(site.index))
+        click.echo(f"wrote {screenshot}")
+    if open_browser:
+        click.launch(str(site.index.resolve()))
+
+
+def _misclassified_maker(registry: Any, results_dir: Path, data_dir: str) -> Any:
+    """The report's callback that draws a run's misclassified grid (torch is imported on its first call)."""
+
+    def make(record: RunRecord, out: Path) -> str:
+        from .reports import misclassified_grid, predict_test_set
+
+        result = predict_test_set(record, results_dir / f"{record.run_id}.json", registry, data_dir)
+        _, errors = misclassified_grid(result, record, out, limit=32)
+        return f"{errors} of {len(result['labels'])} test images are misclassified."
+
+    return make
+
+
+COMMANDS = [leaderboard, report, show, confusion, plot, misclassified, compare]

@@ -45,7 +45,12 @@ RULE = (
     "was run more than once, its newest record stands for it (the json and csv formats list the others as "
     "superseded_runs). A seed whose training loss stopped being finite counts as a failed (diverged) seed. "
     "img/s is the training throughput; \"(shared N)\" marks runs that shared their CPU or GPU with N "
-    "cnnbench jobs (a sweep), so it is not the speed of the device alone; older records do not say."
+    "cnnbench jobs (a sweep), so it is not the speed of the device alone; older records do not say; "
+    "\"(fused N)\" marks N seeds trained as one batched computation (the figure is per seed). A target with "
+    "a time budget also needs every run's wall time (data loading to the final evaluation, compilation "
+    "included) within the bound for its hardware class (cpu-<threads> or gpu-<model>); records without a "
+    "wall time, or on hardware the target has no bound for, do not pass it. Test-time augmentation is "
+    "shown in the recipe (tta flip) and fails targets that forbid it."
 )
 
 
@@ -107,6 +112,19 @@ class Group:
     def hardware(self) -> str:
         return "; ".join(sorted({hardware_of(r) for r in self.records}))
 
+    def hardware_classes(self) -> list[str]:
+        return sorted({hardware_class(r) for r in self.records})
+
+    def max_wall_seconds(self) -> float | None:
+        """The slowest run's wall time (None when a run did not record one)."""
+        walls = [r.wall_seconds for r in self.records]
+        return None if any(w is None for w in walls) else max(float(w) for w in walls)
+
+    def fused_seeds(self) -> int | None:
+        counts = [r.launch.get("fused_seeds") for r in self.records]
+        known = [int(c) for c in counts if isinstance(c, int)]
+        return max(known) if known else None
+
     def seeds(self) -> list[Any]:
         return sorted((r.seed for r in self.records), key=lambda s: (s is None, s))
 
@@ -131,7 +149,7 @@ class Row:
             "normalizer": r.normalizer,
             "augmentation": r.augmentation,
             "loader": r.loader,
-            "precision": r.precision,
+            "precision": precision_text(r),
             "recipe": recipe_text(r.recipe),
             "n": len(g.records),
             "seeds": g.seeds(),
@@ -146,6 +164,9 @@ class Row:
             "images_per_s": g.images_per_s(),
             "device_shared_by": g.device_shared_by(),
             "hardware": g.hardware(),
+            "hardware_class": ", ".join(g.hardware_classes()),
+            "wall_s_max": g.max_wall_seconds(),
+            "fused_seeds": g.fused_seeds(),
             "runs": [x.run_id for x in g.records],
             "superseded_runs": [x.run_id for x in g.superseded],
         }
@@ -162,20 +183,48 @@ def hardware_of(record: RunRecord) -> str:
     return f"{cpu}, {threads} threads" if threads else cpu
 
 
+def hardware_class(record: RunRecord) -> str:
+    """What a target's time budget is keyed by: ``gpu-h100`` (the GPU's model), ``cpu-2`` (CPU threads)."""
+    machine = record.machine
+    if device_kind(record) == "cuda" and machine.get("gpu"):
+        name = str(machine["gpu"]).lower().replace("nvidia", "").replace("geforce", "")
+        model = next((w for w in re.split(r"[\s_-]+", name) if re.search(r"\d", w)), name.strip() or "unknown")
+        return f"gpu-{model}"
+    return f"cpu-{record.threads}" if record.threads else "cpu"
+
+
+def precision_text(record: RunRecord) -> str:
+    """Precision plus the fast-path options that change how a step runs (channels_last, compile)."""
+    fast = record.fast_path or {}
+    parts = [record.precision]
+    if fast.get("channels_last"):
+        parts.append("cl")
+    if fast.get("compile") not in (None, "none"):
+        parts.append(f"compile {fast['compile']}")
+    return ", ".join(parts)
+
+
 def recipe_text(recipe: dict[str, Any]) -> str:
     """A short, stable description of a recipe, e.g. ``sgd lr 0.1 m 0.9, step(2, 0.6), bs 128, 15 ep``."""
     if not recipe:
         return "?"
     parts = [f"{recipe.get('optimizer', '?')} lr {recipe.get('lr', '?')}"]
     if recipe.get("optimizer") == "sgd" and recipe.get("momentum"):
-        parts[0] += f" m {recipe['momentum']}"
+        parts[0] += f" {'nesterov' if recipe.get('nesterov') else 'm'} {recipe['momentum']}"
     if recipe.get("weight_decay"):
         parts.append(f"wd {recipe['weight_decay']}")
     sched = recipe.get("scheduler", "none")
     if sched == "step":
         parts.append(f"step({recipe.get('step_size')}, {recipe.get('gamma')})")
     elif sched != "none":
-        parts.append(str(sched))
+        warmup = recipe.get("warmup_epochs")
+        parts.append(f"{sched}(warm-up {warmup:g} ep)" if warmup is not None else str(sched))
+    if recipe.get("label_smoothing"):
+        parts.append(f"ls {recipe['label_smoothing']}")
+    if recipe.get("ema") is not None:
+        parts.append(f"ema {recipe['ema']}")
+    if recipe.get("tta", "none") != "none":
+        parts.append(f"tta {recipe['tta']}")
     parts.append(f"bs {recipe.get('batch_size', '?')}")
     if recipe.get("dropout") is not None:
         parts.append(f"dropout {recipe['dropout']}")
@@ -193,7 +242,7 @@ def group_key(record: RunRecord) -> tuple[Any, ...]:
     recipe = json.dumps(record.recipe, sort_keys=True)
     return (
         record.dataset, record.model, record.normalizer, record.augmentation, record.loader,
-        record.precision, recipe, record.train_images, record.test_images, device_kind(record),
+        precision_text(record), recipe, record.train_images, record.test_images, device_kind(record),
     )
 
 
@@ -245,6 +294,9 @@ def check(group: Group, target: Target, subset: bool = False) -> Row:
     diverged = sum(r.status == "diverged" for r in group.records)
     if diverged:  # a seed that did not converge is a failed seed of its configuration (MLPerf's rule)
         failures.append(f"{diverged} diverged")
+    if not target.allow_tta and any(r.recipe.get("tta", "none") != "none" for r in group.records):
+        failures.append("tta")
+    failures.extend(time_failures(group, target))
     if subset:
         status = SUBSET
     elif not failures:
@@ -254,6 +306,24 @@ def check(group: Group, target: Target, subset: bool = False) -> Row:
     else:
         status = f"fail ({', '.join(failures)})"
     return Row(group, target, status, reached[0], reached[1])
+
+
+def time_failures(group: Group, target: Target) -> list[str]:
+    """Why the group's runs miss the target's time budget: each run against the bound of its own
+    hardware class (empty when the target has no budget or every run meets it)."""
+    if not target.max_seconds:
+        return []
+    failures = set()
+    for record in group.records:
+        hardware = hardware_class(record)
+        bound = target.time_budget(hardware)
+        if bound is None:
+            failures.add(f"no time budget for {hardware}")
+        elif record.wall_seconds is None:
+            failures.add("no wall time")
+        elif record.wall_seconds > bound:
+            failures.add("time")
+    return sorted(failures)
 
 
 def build_rows(
@@ -274,7 +344,8 @@ STATUS_RANK = {PASS: 0, BEST_ONLY: 1}
 ROW_FIELDS = [
     "target", "status", "dataset", "model", "normalizer", "augmentation", "loader", "precision", "recipe", "n",
     "seeds", "final_mean", "final_std", "final_min", "best_epoch_mean", "reached_epoch", "time_to_target_s",
-    "params", "epochs", "images_per_s", "device_shared_by", "hardware", "runs", "superseded_runs",
+    "params", "epochs", "images_per_s", "device_shared_by", "fused_seeds", "hardware", "hardware_class",
+    "wall_s_max", "runs", "superseded_runs",
 ]
 
 
@@ -337,16 +408,17 @@ def display_cells(row: Row) -> list[Any]:
         d["n"], pct(d["final_mean"], 3), pct(d["final_std"]),
         pct(d["final_min"]), pct(d["best_epoch_mean"]),
         "-" if d["reached_epoch"] is None else d["reached_epoch"], seconds_text(d["time_to_target_s"]),
-        f"{d['params']:,}", d["epochs"], speed_text(d["images_per_s"], d["device_shared_by"]),
+        f"{d['params']:,}", d["epochs"], speed_text(d["images_per_s"], d["device_shared_by"], d["fused_seeds"]),
         d["hardware"],
     ]
 
 
-def speed_text(speed: float | None, shared_by: int | None) -> str:
+def speed_text(speed: float | None, shared_by: int | None, fused: int | None = None) -> str:
     """img/s; ``(shared 4)`` when the runs shared their device with other cnnbench jobs."""
     if speed is None:
         return "-"
-    return f"{speed:,.0f}" + (f" (shared {shared_by})" if shared_by and shared_by > 1 else "")
+    return f"{speed:,.0f}" + (f" (shared {shared_by})" if shared_by and shared_by > 1 else "") + (
+        f" (fused {fused})" if fused and fused > 1 else "")
 
 
 def sections(rows: list[Row]) -> list[tuple[str, list[Row]]]:
@@ -377,20 +449,22 @@ def render(rows: list[Row], fmt: str = "table", heading_level: int = 2) -> str:
         for d in dicts:
             writer.writerow({k: ";".join(map(str, v)) if isinstance(v, list) else v for k, v in d.items()})
         return buf.getvalue()
+    if fmt == "html":  # a complete page built from the same table component as `bench report`
+        from .html import leaderboard_document
+
+        return leaderboard_document(rows, heading_level)
 
     from tabulate import tabulate
 
     tablefmt = TABLEFMT[fmt]
     if not rows:
-        return {"html": "<p>No runs.</p>\n"}.get(fmt, "No runs.\n\n") + footer(fmt)
+        return "No runs.\n\n" + footer(fmt)
     parts = []
     for title, section in sections(rows):
         table = tabulate([display_cells(r) for r in section], headers=HEADERS, tablefmt=tablefmt,
                          disable_numparse=True)
         if fmt == "markdown":
             parts.append(f"{'#' * heading_level} {title}\n\n{table}\n")
-        elif fmt == "html":
-            parts.append(f"<h{heading_level}>{title}</h{heading_level}>\n{table}\n")
         else:
             parts.append(f"{title}\n\n{table}\n")
     return "\n".join(parts) + "\n" + footer(fmt)
@@ -398,7 +472,9 @@ def render(rows: list[Row], fmt: str = "table", heading_level: int = 2) -> str:
 
 def footer(fmt: str) -> str:
     if fmt == "html":
-        return f"<p>{RULE}</p>\n"
+        from .html import esc
+
+        return f'<p class="rule">{esc(RULE)}</p>\n'
     return textwrap.fill(RULE, 110) + "\n" if fmt == "table" else f"*{RULE}*\n"
 
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 import importlib.util
 import math
 import os
+import shutil
 import tempfile
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
@@ -25,8 +26,10 @@ from .registry import Registry
 
 DEFAULT_LOADER = "memory"
 PRECISIONS = ("fp32", "bf16")
+COMPILE_MODES = ("none", "default", "reduce-overhead", "max-autotune")
 OPTIMIZERS = ("adam", "sgd")
 SCHEDULERS = ("none", "onecycle", "step")
+TTAS = ("none", "flip")
 
 
 @dataclass(frozen=True)
@@ -39,12 +42,20 @@ class Overrides:
     optimizer: str | None = None
     scheduler: str | None = None
     dropout: float | None = None
+    nesterov: bool | None = None
+    label_smoothing: float | None = None
+    warmup_epochs: float | None = None
+    ema: float | None = None
+    tta: str | None = None
     augmentation: str | None = None
     normalizer: str | None = None
     loader: str | None = None
     workers: int = 0
     device: str = "auto"
     precision: str = "fp32"
+    channels_last: bool = False
+    compile: str = "none"
+    val_split: int | None = None  # training images held out for validation (tuning without the test set)
     threads: int | None = None
     data_dir: str | Path | None = None
     results_dir: str | Path = "results"
@@ -52,6 +63,7 @@ class Overrides:
     limit_test: int | None = None
     save_weights: bool = True
     progress: bool = True
+    fused: bool = False  # train the seeds together as one batched computation
     launch: dict[str, Any] | None = None  # how the run was launched (set by bench sweep's launchers)
 
     def to_json(self) -> dict[str, Any]:
@@ -81,12 +93,16 @@ class RunPlan:
     precision: str
     data_dir: Path
     results_dir: Path
+    channels_last: bool = False  # model and batches in NHWC memory layout
+    compile: str = "none"  # torch.compile mode for the model ("reduce-overhead": CUDA graphs on a GPU)
+    val_split: int | None = None  # the last N of a fixed shuffle of the training set, evaluated every epoch
     threads: int | None = None
     loader_options: dict[str, Any] = field(default_factory=dict)
     limit_train: int | None = None
     limit_test: int | None = None
     save_weights: bool = True
     progress: bool = True
+    fused: bool = False  # bench run --fused: the seeds train as one batched computation
     plugins: dict[str, Any] = field(default_factory=dict)  # kind -> the plugin that supplied it (JSON)
     overrides: Overrides = field(default_factory=Overrides)  # what the plan was made from (checkpoints)
     plugin_modules: tuple[str, ...] = ()  # --plugin / BENCH_PLUGINS modules (a resume loads them again)
@@ -113,9 +129,12 @@ def make_plan(registry: Registry, model: str, overrides: Overrides | None = None
         )
     loader = registry.loader(o.loader or DEFAULT_LOADER)
     check_loader_available(loader)
+    if o.val_split and loader.name == "ffcv":
+        raise BenchError("--val-split needs a loader that serves the images it is given (memory or torchvision)")
     results_dir = check_results_dir(Path(o.results_dir))
     if o.precision not in PRECISIONS:
         raise BenchError(f"unknown precision {o.precision!r}; valid precisions: {', '.join(PRECISIONS)}")
+    check_compile(o.compile)
     sources = {
         "model": ("models", spec.name), "dataset": ("datasets", dataset.name),
         "normalizer": ("normalizers", normalizer.name), "augmentation": ("augmentations", augmentation.name),
@@ -128,10 +147,10 @@ def make_plan(registry: Registry, model: str, overrides: Overrides | None = None
     return RunPlan(
         model=spec, dataset=dataset, recipe=recipe, normalizer=normalizer, augmentation=augmentation,
         loader=loader, device=check_device(o.device) if check_device_here else parse_device(o.device),
-        precision=o.precision,
+        precision=o.precision, channels_last=o.channels_last, compile=o.compile, val_split=check_val_split(o, dataset),
         data_dir=resolve_data_dir(o.data_dir), results_dir=results_dir, threads=o.threads,
         loader_options={"workers": o.workers}, limit_train=o.limit_train, limit_test=o.limit_test,
-        save_weights=o.save_weights, progress=o.progress, plugins=plugins, overrides=o,
+        save_weights=o.save_weights, progress=o.progress, fused=o.fused, plugins=plugins, overrides=o,
         plugin_modules=tuple(registry.pm.explicit), launch=o.launch or {"launcher": None, "jobs_on_device": 1},
     )
 
@@ -171,6 +190,40 @@ def check_recipe(recipe: Recipe) -> None:
             raise BenchError(f"recipe {name} is {value}; it must be a finite number >= 0")
     if recipe.dropout is not None and not 0 <= recipe.dropout < 1:
         raise BenchError(f"recipe dropout is {recipe.dropout}; it must be in [0, 1)")
+    if not 0 <= recipe.label_smoothing < 1:
+        raise BenchError(f"recipe label_smoothing is {recipe.label_smoothing}; it must be in [0, 1)")
+    if recipe.ema is not None and not 0 < recipe.ema < 1:
+        raise BenchError(f"recipe ema is {recipe.ema}; it must be a decay in (0, 1)")
+    if recipe.tta not in TTAS:
+        raise BenchError(f"unknown test-time augmentation {recipe.tta!r}; valid: {', '.join(TTAS)}")
+    if recipe.nesterov and (recipe.optimizer != "sgd" or recipe.momentum <= 0):
+        raise BenchError("Nesterov momentum needs the sgd optimizer with momentum > 0")
+    if recipe.warmup_epochs is not None:
+        if recipe.scheduler != "onecycle":
+            raise BenchError(
+                f"warmup_epochs is the onecycle schedule's rising phase; the scheduler is {recipe.scheduler}"
+            )
+        if not 0 < recipe.warmup_epochs < recipe.epochs:
+            raise BenchError(f"warmup_epochs is {recipe.warmup_epochs}; it must lie inside the {recipe.epochs} epochs")
+
+
+def check_val_split(o: Overrides, dataset: DatasetSpec) -> int | None:
+    """The held-out count, which must leave training images (known before any data is read)."""
+    if not o.val_split:
+        return None
+    sizes = [n for n in (o.limit_train, dataset.train_size) if n]
+    train = min(sizes) if sizes else None
+    if train is not None and o.val_split >= train:
+        raise BenchError(f"--val-split {o.val_split} leaves no training images (the training split has {train})")
+    return o.val_split
+
+
+def check_compile(mode: str) -> None:
+    """A known ``torch.compile`` mode, and a C++ compiler for it to build kernels with (CPU and GPU alike)."""
+    if mode not in COMPILE_MODES:
+        raise BenchError(f"unknown compile mode {mode!r}; valid modes: {', '.join(COMPILE_MODES)}")
+    if mode != "none" and not any(shutil.which(cc) for cc in (os.environ.get("CXX", "g++"), "g++", "c++", "clang++")):
+        raise BenchError(f"--compile {mode} needs a C++ compiler (g++ or clang++) for torch.compile; none was found")
 
 
 def check_loader_available(spec: Any, kind: str = "loader") -> None:

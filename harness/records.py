@@ -8,6 +8,7 @@ free of torch.
 
 from __future__ import annotations
 
+import fnmatch
 import importlib
 from collections.abc import Callable
 from dataclasses import dataclass, field, fields, replace
@@ -42,6 +43,11 @@ class Recipe:
     gamma: float = 0.1  # StepLR
     augmentation: str = "none"
     dropout: float | None = None  # passed to the model factory when not None
+    nesterov: bool = False  # SGD with Nesterov momentum
+    label_smoothing: float = 0.0  # training loss only; test losses are plain NLL
+    warmup_epochs: float | None = None  # onecycle's rising phase in epochs (None: torch's 30% of the run)
+    ema: float | None = None  # decay of an exponential moving average of the weights, which is evaluated and saved
+    tta: str = "none"  # test-time augmentation: none | flip (mean probability of the image and its mirror)
 
     def updated(self, **overrides: Any) -> Recipe:
         """A copy with the non-None overrides applied."""
@@ -126,8 +132,13 @@ class LoaderSpec:
 
 @dataclass(frozen=True)
 class Target:
-    """A published goal: accuracy at or above ``min_test_acc`` with fewer than
-    ``params_below`` parameters in at most ``max_epochs`` epochs (None: any)."""
+    """A goal: accuracy at or above ``min_test_acc`` with fewer than ``params_below`` parameters in at
+    most ``max_epochs`` epochs (None: any).
+
+    ``max_seconds`` bounds each run's wall time (data loading to the final evaluation) per hardware
+    class: ``(("cpu-2", 120.0), ("gpu-h100", 10.0))``; the record's hardware class (``cpu-<threads>``
+    or ``gpu-<model>``, matched as a shell pattern) decides which bound applies, and a run on hardware
+    the target has no bound for does not pass. ``allow_tta=False`` refuses test-time augmentation."""
 
     id: str
     dataset: str
@@ -136,10 +147,18 @@ class Target:
     max_epochs: int | None
     source: str
     description: str = ""
+    max_seconds: tuple[tuple[str, float], ...] = ()
+    allow_tta: bool = True
 
     def rule(self) -> str:
         epochs = f", <= {self.max_epochs} epochs" if self.max_epochs is not None else ""
-        return f">= {self.min_test_acc:.2%} test acc, < {self.params_below:,} params{epochs}"
+        budget = ", ".join(f"{seconds:g} s on {hardware}" for hardware, seconds in self.max_seconds)
+        extra = (f", <= {budget} per run" if budget else "") + ("" if self.allow_tta else ", no TTA")
+        return f">= {self.min_test_acc:.2%} test acc, < {self.params_below:,} params{epochs}{extra}"
+
+    def time_budget(self, hardware_class: str) -> float | None:
+        """The wall-seconds bound for runs on ``hardware_class`` (None: the target has none for it)."""
+        return next((s for pattern, s in self.max_seconds if fnmatch.fnmatchcase(hardware_class, pattern)), None)
 
 
 @dataclass

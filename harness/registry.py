@@ -40,6 +40,7 @@ DEFAULT_PLUGINS = (
     "cifar10",
     "mnist_models",
     "cifar_models",
+    "fast_models",
     "normalizers",
     "augment_rotation",
     "augment_cifar",

@@ -7,7 +7,10 @@ records of older schema versions are upgraded on read (``RunRecord.from_json``).
 Schema history: 0 had no ``schema_version``; 1 added it; 2 added ``plugins`` (which
 plugin and distribution supplied the model, dataset, augmentation, normalizer, loader),
 ``status`` (complete, stopped or diverged), ``resumed_at`` and ``launch`` (launcher, sweep
-job key, how many cnnbench jobs shared the device, node).
+job key, how many cnnbench jobs shared the device, node). 3 added ``wall_seconds`` (data loading to the
+final evaluation), ``fast_path`` (channels_last, compile, cudnn.benchmark), ``val_images`` and per-epoch
+``val_loss``/``val_acc`` (``--val-split``), and the recipe fields ``nesterov``, ``label_smoothing``,
+``warmup_epochs``, ``ema`` and ``tta`` (older recipes read as their defaults: none of them was possible).
 Keys a plugin adds to a record at ``cnnbench_run_end`` (``record.extra``) are kept as
 top-level keys of the file.
 """
@@ -26,8 +29,12 @@ from typing import Any
 
 from .files import write_atomic, write_exclusive
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 REQUIRED = ("run_id", "model", "dataset", "params", "epochs", "final_test_acc", "best_test_acc")
+
+
+# Recipe fields schema 3 added, with the values every older run had.
+RECIPE_DEFAULTS_V3 = {"nesterov": False, "label_smoothing": 0.0, "warmup_epochs": None, "ema": None, "tta": "none"}
 
 
 class RecordWarning(UserWarning):
@@ -72,9 +79,12 @@ class EpochStats:
     lr: float | None = None
     seconds: float | None = None
     images_per_s: float | None = None
+    val_loss: float | None = None  # on the --val-split slice of the training set
+    val_acc: float | None = None
 
     def to_json(self) -> dict[str, Any]:
-        keys = ("epoch", "train_loss", "train_acc", "test_loss", "test_acc", "lr", "seconds", "images_per_s")
+        keys = ("epoch", "train_loss", "train_acc", "test_loss", "test_acc", "lr", "seconds", "images_per_s",
+                "val_loss", "val_acc")
         return {k: getattr(self, k) for k in keys if getattr(self, k) is not None or k == "test_acc"}
 
     @classmethod
@@ -93,7 +103,8 @@ class EpochStats:
         return cls(epoch, *values)
 
 
-_EPOCH_NUMBERS = ("test_acc", "train_loss", "train_acc", "test_loss", "lr", "seconds", "images_per_s")
+_EPOCH_NUMBERS = ("test_acc", "train_loss", "train_acc", "test_loss", "lr", "seconds", "images_per_s", "val_loss",
+                  "val_acc")
 
 
 @dataclass
@@ -135,6 +146,9 @@ class RunRecord:
     status: str = "complete"  # complete | stopped (by a hook) | diverged (loss not finite)
     resumed_at: list[int] = field(default_factory=list)  # epochs after which the run was resumed
     launch: dict[str, Any] = field(default_factory=dict)  # launcher, job_key, jobs_on_device, node
+    wall_seconds: float | None = None  # data loading to the final evaluation, compilation included
+    fast_path: dict[str, Any] = field(default_factory=dict)  # channels_last, compile, cudnn_benchmark
+    val_images: int | None = None
     schema_version: int = SCHEMA_VERSION
     extra: dict[str, Any] = field(default_factory=dict)  # keys plugins added; saved top level
 
@@ -144,7 +158,7 @@ class RunRecord:
         "seed", "device", "precision", "created", "command", "source", "epochs", "epochs_run", "final_test_acc",
         "best_test_acc", "best_epoch", "per_class_acc", "confusion", "train_images", "test_images", "total_seconds",
         "images_per_s", "stopped_by", "threads", "machine", "versions", "git", "weights", "plugins", "status",
-        "resumed_at", "launch",
+        "resumed_at", "launch", "wall_seconds", "fast_path", "val_images",
     )
 
     @property
@@ -199,7 +213,8 @@ _TYPES: dict[str, tuple[type, ...]] = {
     "machine": (dict,), "versions": (dict,), "git": (dict,), "plugins": (dict,), "confusion": (list,),
     "seed": (int,), "epochs_run": (int,), "best_epoch": (int,), "train_images": (int,), "test_images": (int,),
     "threads": (int,), "weights": (str,), "device": (str,), "created": (str,), "command": (str,), "source": (str,),
-    "stopped_by": (str,), "status": (str,), "resumed_at": (list,), "launch": (dict,),
+    "stopped_by": (str,), "status": (str,), "resumed_at": (list,), "launch": (dict,), "fast_path": (dict,),
+    "val_images": (int,),
 }
 
 
@@ -216,7 +231,7 @@ def _check_types(kwargs: dict[str, Any]) -> None:
         raise ValueError(f"weights {weights!r} is not a file name in the results directory")
     if kwargs["params"] < 0:
         raise ValueError(f"params {kwargs['params']} is negative")
-    for key in ("total_seconds", "images_per_s"):
+    for key in ("total_seconds", "images_per_s", "wall_seconds"):
         if kwargs.get(key) is not None and not _is_number(kwargs[key]):
             raise ValueError(f"{key} {kwargs[key]!r} is not a number")
     if not all(isinstance(k, str) and _is_number(v) for k, v in kwargs.get("per_class_acc", {}).items()):
@@ -242,6 +257,9 @@ def upgrade(record: dict[str, Any]) -> dict[str, Any]:
     record.setdefault("status", "complete")  # 1 -> 2: older runs had no divergence check or resume
     record.setdefault("resumed_at", [])
     record.setdefault("launch", {})
+    record.setdefault("fast_path", {})  # 2 -> 3: older runs used none of the options
+    if version < 3 and isinstance(record.get("recipe"), dict) and record["recipe"]:
+        record["recipe"] = {**RECIPE_DEFAULTS_V3, **record["recipe"]}  # 2 -> 3: these could not be set before
     record["schema_version"] = SCHEMA_VERSION
     return record
 

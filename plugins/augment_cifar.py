@@ -68,8 +68,9 @@ def album_pipeline(dataset: DatasetSpec, seed: int | None = None) -> Callable[[A
     return augment
 
 
-def batched_pipeline(dataset: DatasetSpec) -> Callable[[Any, Any], Any]:
-    """``fn(x, generator)`` on a float [0, 1] N x C x H x W batch, on its own device."""
+def batched_pipeline(dataset: DatasetSpec, cutout: bool = True, grey: bool = True) -> Callable[[Any, Any], Any]:
+    """``fn(x, generator)`` on a float [0, 1] N x C x H x W batch, on its own device: flip and shift,
+    then (unless switched off) cutout and grey."""
     import torch
     from torch.nn import functional as F
 
@@ -97,6 +98,8 @@ def batched_pipeline(dataset: DatasetSpec) -> Callable[[Any, Any], Any]:
         index = (rows[:, :, None] * (w + 2 * s) + cols[:, None, :]).view(n, 1, h * w).expand(n, c, h * w)
         padded = F.pad(x, (s, s, s, s), mode="reflect")
         x = padded.flatten(2).gather(2, index).view(n, c, h, w)
+        if not cutout:
+            return x
         # cutout: one HOLE x HOLE square per image, centre anywhere (clipped at the border)
         cy, cx = (rand(n) * h).long(), (rand(n) * w).long()
         ys, xs = torch.arange(h, device=dev), torch.arange(w, device=dev)
@@ -105,9 +108,9 @@ def batched_pipeline(dataset: DatasetSpec) -> Callable[[Any, Any], Any]:
         hole = (in_y[:, :, None] & in_x[:, None, :]).unsqueeze(1) & coin(HOLE_P)
         x = torch.where(hole, mean.to(dev, x.dtype).view(1, c, 1, 1), x)
         # grey
-        if c == 3:
-            grey = (x * weights.to(dev, x.dtype).view(1, 3, 1, 1)).sum(1, keepdim=True)
-            x = torch.where(coin(GREY_P), grey.expand_as(x), x)
+        if c == 3 and grey:
+            grey_x = (x * weights.to(dev, x.dtype).view(1, 3, 1, 1)).sum(1, keepdim=True)
+            x = torch.where(coin(GREY_P), grey_x.expand_as(x), x)
         return x
 
     return augment
@@ -124,6 +127,11 @@ def cnnbench_augmentations() -> list[AugmentationSpec]:
         AugmentationSpec(
             "cifar-batch", batched_pipeline,
             "flip, +-2px shift, 16px cutout, grey: whole batch on the device, one op per step",
+            "batch", datasets=("cifar10",),
+        ),
+        AugmentationSpec(
+            "cifar-flip-shift", lambda dataset: batched_pipeline(dataset, cutout=False, grey=False),
+            "flip and +-2px reflect shift only (short fast recipes): whole batch on the device",
             "batch", datasets=("cifar10",),
         ),
     ]

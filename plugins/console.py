@@ -39,8 +39,9 @@ def cnnbench_epoch_end(run: RunInfo, epoch: EpochStats) -> None:
     from tqdm.auto import tqdm
 
     loss = "not finite" if epoch.train_loss is None else f"{epoch.train_loss:.4f}"
+    val = f"val {pct(epoch.val_acc)}  " if epoch.val_acc is not None else ""
     tqdm.write(
-        f"epoch {epoch.epoch:>3}  loss {loss}  train {pct(epoch.train_acc)}  "
+        f"epoch {epoch.epoch:>3}  loss {loss}  train {pct(epoch.train_acc)}  {val}"
         f"test {pct(epoch.test_acc)}  lr {epoch.lr:.4g}  {epoch.seconds:.1f}s  {epoch.images_per_s:,.0f} img/s"
     )
 
@@ -50,7 +51,8 @@ def cnnbench_record_written(record: RunRecord, path: Path) -> None:
     click.echo(per_class_table(record))
     click.echo(
         f"{record.model} seed {record.seed}: final {pct(record.final_test_acc)}, best {pct(record.best_test_acc)} "
-        f"(epoch {record.best_epoch}), {record.params:,} params, {record.total_seconds:.0f}s -> {path}"
+        f"(epoch {record.best_epoch}), {record.params:,} params, {record.total_seconds:.0f}s"
+        + (f" ({record.wall_seconds:.0f}s wall)" if record.wall_seconds is not None else "") + f" -> {path}"
     )
 
 

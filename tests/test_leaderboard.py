@@ -191,8 +191,9 @@ def test_formats(results: Path, fmt: str):
         assert all(r["target"] == "mnist-10k" for r in rows)
     elif fmt == "markdown":
         assert "| status" in res.output and "## mnist-10k" in res.output
-    else:
-        assert "<table>" in res.output and "<h2>mnist-10k" in res.output
+    else:  # a complete page with the report's sortable table component (tests/test_report_site.py checks more)
+        assert res.output.startswith("<!DOCTYPE html>") and res.output.rstrip().endswith("</html>")
+        assert '<table class="sortable leaderboard">' in res.output and '<h2 id="t-mnist-10k">mnist-10k' in res.output
 
 
 def test_filters_by_model_and_dataset(results: Path):
@@ -205,7 +206,7 @@ def test_filters_by_model_and_dataset(results: Path):
 @pytest.mark.parametrize(
     "args, listed",
     [
-        (["--target", "nope"], "valid targets: cifar10-200k, mnist-10k, mnist-20k"),
+        (["--target", "nope"], "valid targets: cifar10-200k, cifar10-200k-91, cifar10-200k-fast, mnist-10k"),
         (["--model", "nope"], "mnist_gap"),
         (["--dataset", "nope"], "valid datasets: cifar10, mnist"),
     ],
