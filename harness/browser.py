@@ -54,9 +54,17 @@ def chromium(profile: Path | None = None, width: int = 1280, height: int = 900) 
         options.binary_location = str(CHROMIUM)
         for flag in (*FLAGS, f"--user-data-dir={profile}", f"--window-size={width},{height}"):
             options.add_argument(flag)
-        driver = webdriver.Chrome(service=Service(str(CHROMEDRIVER)), options=options)
+        from selenium.common.exceptions import WebDriverException
+
+        try:
+            driver = webdriver.Chrome(service=Service(str(CHROMEDRIVER)), options=options)
+        except WebDriverException as exc:
+            first = (exc.msg or str(exc)).strip().splitlines()[0] if (exc.msg or str(exc)).strip() else "no message"
+            raise BenchError(f"headless Chromium failed to start: {first}") from None
         try:
             yield driver
+        except WebDriverException as exc:
+            raise BenchError(f"headless Chromium failed: {(exc.msg or type(exc).__name__).strip()[:200]}") from None
         finally:
             driver.quit()
 

@@ -25,7 +25,7 @@ class WeightEMA:
     @torch.no_grad()
     def update(self, model: nn.Module) -> None:
         weight = 1 - min(self.decay, (1 + self.steps) / (10 + self.steps))
-        pairs = zip(self.module.state_dict().values(), model.state_dict().values(), strict=True)
+        pairs = zip(_tensors(self.module), _tensors(model), strict=True)
         floats, other = [], []
         for mine, theirs in pairs:
             (floats if mine.is_floating_point() else other).append((mine, theirs))
@@ -41,3 +41,8 @@ class WeightEMA:
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.module.load_state_dict(state["module"])
         self.steps = int(state["steps"])
+
+
+def _tensors(model: nn.Module) -> list[torch.Tensor]:
+    """Parameters then buffers, each tensor once (a weight tied to two layers must not be averaged twice)."""
+    return [*(p.detach() for p in model.parameters()), *model.buffers()]

@@ -149,7 +149,8 @@ class Row:
             "normalizer": r.normalizer,
             "augmentation": r.augmentation,
             "loader": r.loader,
-            "precision": precision_text(r),
+            "precision": r.precision,
+            "fast_path": precision_text(r).removeprefix(r.precision).lstrip(", "),
             "recipe": recipe_text(r.recipe),
             "n": len(g.records),
             "seeds": g.seeds(),
@@ -185,11 +186,11 @@ def hardware_of(record: RunRecord) -> str:
 
 def hardware_class(record: RunRecord) -> str:
     """What a target's time budget is keyed by: ``gpu-h100`` (the GPU's model), ``cpu-2`` (CPU threads)."""
-    machine = record.machine
-    if device_kind(record) == "cuda" and machine.get("gpu"):
-        name = str(machine["gpu"]).lower().replace("nvidia", "").replace("geforce", "")
+    machine, kind = record.machine, device_kind(record)
+    if kind != "cpu":
+        name = str(machine.get("gpu") or "unknown").lower().replace("nvidia", "").replace("geforce", "")
         model = next((w for w in re.split(r"[\s_-]+", name) if re.search(r"\d", w)), name.strip() or "unknown")
-        return f"gpu-{model}"
+        return f"gpu-{model}" if kind == "cuda" else f"{kind}-{model}"
     return f"cpu-{record.threads}" if record.threads else "cpu"
 
 
@@ -321,6 +322,8 @@ def time_failures(group: Group, target: Target) -> list[str]:
             failures.add(f"no time budget for {hardware}")
         elif record.wall_seconds is None:
             failures.add("no wall time")
+        elif record.resumed_at:  # the part of an epoch lost to the interruption is on no clock
+            failures.add("resumed")
         elif record.wall_seconds > bound:
             failures.add("time")
     return sorted(failures)
@@ -342,7 +345,8 @@ def build_rows(
 
 STATUS_RANK = {PASS: 0, BEST_ONLY: 1}
 ROW_FIELDS = [
-    "target", "status", "dataset", "model", "normalizer", "augmentation", "loader", "precision", "recipe", "n",
+    "target", "status", "dataset", "model", "normalizer", "augmentation", "loader", "precision", "fast_path",
+    "recipe", "n",
     "seeds", "final_mean", "final_std", "final_min", "best_epoch_mean", "reached_epoch", "time_to_target_s",
     "params", "epochs", "images_per_s", "device_shared_by", "fused_seeds", "hardware", "hardware_class",
     "wall_s_max", "runs", "superseded_runs",
@@ -403,7 +407,8 @@ HEADERS = [
 def display_cells(row: Row) -> list[Any]:
     d = row.as_dict()
     return [
-        d["status"], d["model"], d["normalizer"], d["augmentation"], d["loader"], d["precision"], d["recipe"],
+        d["status"], d["model"], d["normalizer"], d["augmentation"], d["loader"], precision_text(row.group.first),
+        d["recipe"],
         # three digits for the mean the pass mark rests on: 99.396% must not read as 99.40%
         d["n"], pct(d["final_mean"], 3), pct(d["final_std"]),
         pct(d["final_min"]), pct(d["best_epoch_mean"]),

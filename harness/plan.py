@@ -95,7 +95,7 @@ class RunPlan:
     results_dir: Path
     channels_last: bool = False  # model and batches in NHWC memory layout
     compile: str = "none"  # torch.compile mode for the model ("reduce-overhead": CUDA graphs on a GPU)
-    val_split: int | None = None  # the last N of a fixed shuffle of the training set, evaluated every epoch
+    val_split: int | None = None  # the first N of a fixed shuffle of the training set, evaluated every epoch
     threads: int | None = None
     loader_options: dict[str, Any] = field(default_factory=dict)
     limit_train: int | None = None
@@ -197,7 +197,7 @@ def check_recipe(recipe: Recipe) -> None:
     if recipe.tta not in TTAS:
         raise BenchError(f"unknown test-time augmentation {recipe.tta!r}; valid: {', '.join(TTAS)}")
     if recipe.nesterov and (recipe.optimizer != "sgd" or recipe.momentum <= 0):
-        raise BenchError("Nesterov momentum needs the sgd optimizer with momentum > 0")
+        raise BenchError("Nesterov momentum needs the sgd optimizer with momentum > 0 (pass --no-nesterov)")
     if recipe.warmup_epochs is not None:
         if recipe.scheduler != "onecycle":
             raise BenchError(

@@ -398,7 +398,7 @@ def _summary(config: Config) -> str:
         ("precision", lb.precision_text(r) if hasattr(lb, "precision_text") else r.precision),
         ("device", lb.device_kind(r)), ("recipe", lb.recipe_text(r.recipe)), ("epochs", g.epochs_run()),
         ("best-epoch accuracy (mean)", pct(g.mean_best())),
-        ("img/s", lb.speed_text(g.images_per_s(), g.device_shared_by())), ("hardware", g.hardware()),
+        ("img/s", lb.speed_text(g.images_per_s(), g.device_shared_by(), g.fused_seeds())), ("hardware", g.hardware()),
         ("train / test images", f"{r.train_images} / {r.test_images}"),
     ]
     note = '<p class="muted">Trained or tested on a subset of the data: it never passes a target.</p>\n' \

@@ -101,7 +101,7 @@ def predict_test_set(record: RunRecord, record_path: Path, registry: Any, data_d
 
     from .datadir import resolve_data_dir
     from .records import LoaderRequest, resolve
-    from .train import autocast
+    from .train import autocast, predict
 
     dataset = registry.dataset(record.dataset)
     model = registry.create_model(record.model, record.normalizer, record.recipe.get("dropout"))
@@ -120,7 +120,7 @@ def predict_test_set(record: RunRecord, record_path: Path, registry: Any, data_d
     with torch.no_grad():
         for x, _ in batches:
             with autocast(device, record.precision):
-                preds.append(model(x).float().argmax(1))
+                preds.append(predict(model, x, record.recipe.get("tta", "none")).float().argmax(1))
     pred = torch.cat(preds)
     return {"images": images, "labels": labels, "pred": pred, "class_names": class_names(record, dataset)}
 

@@ -28,7 +28,8 @@ from .registry import Registry
 from .runrecord import RunRecord, iter_records
 
 # Overrides that say where output goes or how fast it runs, not what is run: not part of a job's key.
-NOT_IN_KEY = {"results_dir", "data_dir", "threads", "progress", "save_weights", "launch"}
+# Not sweep keys: output-only settings, and --fused (a sweep job is one seed; fusing is bench run's)
+NOT_IN_KEY = {"results_dir", "data_dir", "threads", "progress", "save_weights", "launch", "fused"}
 # what a sweep may vary: the model, the seeds and every Overrides field that is part of a key
 SWEEP_KEYS = ("model", "seeds", *sorted(f.name for f in dataclasses.fields(Overrides) if f.name not in NOT_IN_KEY))
 DEFAULTS = Overrides()

@@ -46,7 +46,7 @@ def train(plan: RunPlan, seed: int, hooks: Any, resume: dict[str, Any] | None = 
     run = RunInfo(**resume["run"]) if resume else run_info(plan, seed, model)
     epochs = [EpochStats.from_json(e) for e in resume["epochs"]] if resume else []
     elapsed, confusion = (resume["elapsed"], resume.get("confusion")) if resume else (0.0, None)
-    wall_before = resume.get("wall", elapsed) if resume else 0.0  # earlier sessions of a resumed run
+    wall_before = resume.get("wall") if resume else 0.0  # earlier sessions (None: an older checkpoint)
     if resume:
         restore(resume, model, optimizer, scheduler, loaders, plan.device, ema)
     ckpt, saved = checkpoint_path(plan.results_dir, run.run_id), len(epochs)
@@ -55,7 +55,7 @@ def train(plan: RunPlan, seed: int, hooks: Any, resume: dict[str, Any] | None = 
     def save() -> None:
         nonlocal saved
         state = snapshot(plan, run, seed, model, optimizer, scheduler, loaders, epochs, elapsed, git, ema)
-        wall = wall_before + time.perf_counter() - started
+        wall = None if wall_before is None else wall_before + time.perf_counter() - started
         save_checkpoint(ckpt, {**state, "confusion": confusion, "status": status, "stopped_by": stopped_by,
                                "wall": wall})
         saved = len(epochs)
@@ -77,7 +77,7 @@ def train(plan: RunPlan, seed: int, hooks: Any, resume: dict[str, Any] | None = 
                 if stats.train_loss is None or stop:
                     status, stopped_by = stop_reason(stats, epoch)
                     save()
-            wall = wall_before + time.perf_counter() - started  # data loading to the final evaluation
+            wall = None if wall_before is None else wall_before + time.perf_counter() - started  # load -> last eval
             record = build_record(plan, run, epochs, confusion, splits, elapsed, stopped_by, git, status, wall)
             hooks.cnnbench_run_end(run=run, record=record)
             path = write_run(plan, record, ema.module if ema is not None else model)
@@ -157,7 +157,7 @@ def make_loader(plan: RunPlan, splits: dict[str, Any], split: str, seed: int, de
     images, labels = splits[split]
     augment = split == "train" and plan.augmentation.name != "none"
     request = LoaderRequest(
-        dataset=plan.dataset, split="train" if split == "val" else split, images=images, labels=labels,
+        dataset=plan.dataset, split=split, images=images, labels=labels,
         batch_size=plan.recipe.batch_size,
         shuffle=split == "train", seed=seed, device=device, augmentation=plan.augmentation if augment else None,
         data_dir=str(plan.data_dir), options=dict(plan.loader_options),
@@ -265,6 +265,14 @@ def fit_epoch(model: torch.nn.Module, batches: Any, optimizer: Any, scheduler: A
     return loss_sum.item() / seen, correct.item() / seen, seen
 
 
+def predict(model: torch.nn.Module, x: torch.Tensor, tta: str = "none") -> torch.Tensor:
+    """Log-probabilities for a batch; ``tta="flip"``: of the mean probability of each image and its mirror."""
+    out = model(x)
+    if tta == "flip":
+        out = torch.logsumexp(torch.stack([out.float(), model(x.flip(-1)).float()]), 0) - math.log(2)
+    return out
+
+
 def evaluate(model: torch.nn.Module, batches: Any, num_classes: int, precision: str,
              tta: str = "none") -> tuple[float, float, Any]:
     """Mean loss, accuracy and the confusion matrix (rows: true class) over ``batches``.
@@ -275,10 +283,7 @@ def evaluate(model: torch.nn.Module, batches: Any, num_classes: int, precision: 
     with torch.no_grad():
         for x, y in batches:
             with autocast(device, precision):
-                out = model(x)
-                if tta == "flip":
-                    both = torch.stack([out.float(), model(x.flip(-1)).float()])
-                    out = torch.logsumexp(both, 0) - math.log(2)
+                out = predict(model, x, tta)
             loss = F.nll_loss(out.float(), y, reduction="sum").double()
             batch_counts = torch.bincount(y * num_classes + out.argmax(1), minlength=num_classes**2)
             loss_sum = loss if loss_sum is None else loss_sum + loss

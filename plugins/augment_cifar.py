@@ -98,20 +98,23 @@ def batched_pipeline(dataset: DatasetSpec, cutout: bool = True, grey: bool = Tru
         index = (rows[:, :, None] * (w + 2 * s) + cols[:, None, :]).view(n, 1, h * w).expand(n, c, h * w)
         padded = F.pad(x, (s, s, s, s), mode="reflect")
         x = padded.flatten(2).gather(2, index).view(n, c, h, w)
-        if not cutout:
-            return x
+        if cutout:
+            x = cut_holes(x, rand, coin)
+        if c == 3 and grey:  # grey
+            grey_x = (x * weights.to(dev, x.dtype).view(1, 3, 1, 1)).sum(1, keepdim=True)
+            x = torch.where(coin(GREY_P), grey_x.expand_as(x), x)
+        return x
+
+    def cut_holes(x: torch.Tensor, rand: Callable[..., Any], coin: Callable[..., Any]) -> torch.Tensor:
+        n, c, h, w = x.shape
+        dev = x.device
         # cutout: one HOLE x HOLE square per image, centre anywhere (clipped at the border)
         cy, cx = (rand(n) * h).long(), (rand(n) * w).long()
         ys, xs = torch.arange(h, device=dev), torch.arange(w, device=dev)
         in_y = (ys >= cy[:, None] - HOLE // 2) & (ys < cy[:, None] + HOLE - HOLE // 2)
         in_x = (xs >= cx[:, None] - HOLE // 2) & (xs < cx[:, None] + HOLE - HOLE // 2)
         hole = (in_y[:, :, None] & in_x[:, None, :]).unsqueeze(1) & coin(HOLE_P)
-        x = torch.where(hole, mean.to(dev, x.dtype).view(1, c, 1, 1), x)
-        # grey
-        if c == 3 and grey:
-            grey_x = (x * weights.to(dev, x.dtype).view(1, 3, 1, 1)).sum(1, keepdim=True)
-            x = torch.where(coin(GREY_P), grey_x.expand_as(x), x)
-        return x
+        return torch.where(hole, mean.to(dev, x.dtype).view(1, c, 1, 1), x)
 
     return augment
 

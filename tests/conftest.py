@@ -31,11 +31,35 @@ def _clean_plugin_env(monkeypatch):
     monkeypatch.delenv("BENCH_DISABLE_PLUGIN_AUTOLOAD", raising=False)
 
 
+@pytest.fixture(autouse=True)
+def _keep_process_state():
+    """An in-process run with ``--threads 1`` (or a test that touches SIGINT) must not change what the
+    next test runs with: CPU results depend on the thread count, and children inherit an ignored SIGINT."""
+    import signal
+
+    import torch
+
+    sigint = signal.getsignal(signal.SIGINT)
+    yield
+    torch.set_num_threads(DEFAULT_THREADS)
+    if signal.getsignal(signal.SIGINT) is not sigint and sigint is not None:
+        signal.signal(signal.SIGINT, sigint)
+
+
 def _listing(root: Path) -> dict[str, tuple[int, int]]:
     """Every file under ``root`` with its size and modification time (nanoseconds)."""
     if not root.is_dir():
         return {}
     return {str(p.relative_to(root)): (p.stat().st_size, p.stat().st_mtime_ns) for p in root.rglob("*") if p.is_file()}
+
+
+def _default_threads() -> int:
+    import torch
+
+    return torch.get_num_threads()
+
+
+DEFAULT_THREADS = _default_threads()  # before any test or module-level fixture changed it
 
 
 def pytest_sessionstart(session):
