@@ -23,7 +23,7 @@ RESULTS_DIR = click.option(
 )
 
 
-def _load_records(results_dir: str) -> list[RunRecord]:
+def load_records_quietly(results_dir: str) -> list[RunRecord]:
     """Records of ``results_dir``; a bad file is named in a one-line warning on stderr."""
     from .leaderboard import load_records
 
@@ -74,7 +74,7 @@ def leaderboard(ctx: click.Context, results_dir: str, fmt: str, targets: tuple[s
     from .cli import registry_from  # here, not at the top: cnnbench.cli imports this module
 
     registry = registry_from(ctx)
-    records = _load_records(results_dir)
+    records = load_records_quietly(results_dir)
     _check_filters(registry, records, targets, datasets, models)
     all_targets = registry.targets()
     rows = lb.build_rows(lb.group_records(records), all_targets, _dataset_sizes(registry))
@@ -217,7 +217,7 @@ def report(ctx: click.Context, results_dir: str, out: str, data_dir: str | None,
 
     started = time.perf_counter()
     registry = registry_from(ctx)
-    records = _load_records(results_dir)
+    records = load_records_quietly(results_dir)
     make = None
     if data_dir is not None:
         if Path(data_dir).is_dir():

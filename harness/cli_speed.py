@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import tempfile
-import warnings
 from typing import Any
 
 import click
@@ -27,18 +26,6 @@ def model_names(registry: Any, pattern: str) -> list[str]:
     if not names:
         raise BenchError(f"no model matches {pattern!r}; models: {', '.join(registry.list_models())}")
     return names
-
-
-def load_records_quietly(results_dir: str) -> list[Any]:
-    """The run records of ``results_dir`` (none when it does not exist); bad files warn on stderr."""
-    from .leaderboard import load_records
-
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        records = load_records(results_dir)
-    for w in caught:
-        click.echo(f"warning: {w.message}", err=True)
-    return records
 
 
 @click.command()
@@ -81,6 +68,8 @@ def speed(ctx: click.Context, model: str, batch_size: int | None, device: str, p
     overrides = Overrides(batch_size=batch_size, device=device, precision=precision, channels_last=channels_last,
                           compile=compile_mode, threads=threads, results_dir=tempfile.gettempdir())
     plans = [make_plan(registry, name, overrides) for name in names]  # every name checked before any timing
+    from .cli_reports import load_records_quietly
+
     records = load_records_quietly(results_dir)
     results = []
     for plan in plans:

@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 from click.testing import CliRunner
+from test_cli import assert_one_line_error  # tests/ is on sys.path (no __init__.py)
 
 from cnnbench import speed as speed_mod
 from cnnbench.cli import main
@@ -28,15 +29,6 @@ def speed_json(tmp_path: Path, *args: str) -> list[dict[str, Any]]:
     result = bench("speed", *TINY, "--json", "--results-dir", str(tmp_path / "results"), *args)
     assert result.exit_code == 0, result.output
     return [json.loads(line) for line in result.output.splitlines() if line.startswith("{")]
-
-
-def assert_one_line_error(result: Any, *fragments: str) -> None:
-    assert result.exit_code != 0, result.output
-    lines = [line for line in result.output.strip().splitlines() if line.strip()]
-    assert len(lines) == 1, result.output
-    assert "Traceback" not in result.output
-    for fragment in fragments:
-        assert fragment in lines[0], lines[0]
 
 
 def mnist_gap_forward_flops() -> int:
