@@ -7,12 +7,17 @@ The public API is this package's namespace::
     from cnnbench.blocks import conv_unit, LogSoftmaxHead, SeedNet   # building blocks (torch)
 
 Importing it is cheap on purpose: torch is imported only by the modules that train or
-build models (``cnnbench.train``, ``cnnbench.blocks``), so ``bench --help`` stays fast.
+build models (``cnnbench.training``, ``cnnbench.blocks``), so ``bench --help`` stays fast.
+
+``API_VERSION`` is the plugin API's version (``cnnbench.hookspecs``), apart from the package's
+``__version__``; ``docs/architecture.md`` shows the sub-packages and the dependency rule.
 """
 
-from .errors import BenchError
-from .hookspecs import hookimpl
-from .records import (
+from cnnbench import deprecated
+from cnnbench.errors import BenchError, DataError, PluginError, RecordError, UsageError
+from cnnbench.hookspecs import API_VERSION, hookimpl
+from cnnbench.launcher import Launcher, LauncherOptions
+from cnnbench.records import (
     AugmentationSpec,
     DatasetSpec,
     LoaderRequest,
@@ -23,23 +28,33 @@ from .records import (
     Target,
     resolve,
 )
-from .registry import create_model, get_registry, list_models
-from .runrecord import EpochStats, RunInfo, RunRecord
+from cnnbench.registry import create_model, get_registry, list_models
+from cnnbench.runrecord import EpochStats, RunInfo, RunRecord
 
-__version__ = "0.1.0"
+deprecated.add_dict_access(RunInfo, EpochStats, RunRecord)  # plugin API 0.1 hooks read dicts
+deprecated.install_old_import_paths()  # import harness, cnnbench.train ... (0.1 paths)
+
+__version__ = "0.2.0"
 __all__ = [
+    "API_VERSION",
     "AugmentationSpec",
     "BenchError",
+    "DataError",
     "DatasetSpec",
     "EpochStats",
+    "Launcher",
+    "LauncherOptions",
     "LoaderRequest",
     "LoaderSpec",
     "ModelSpec",
     "NormalizerSpec",
+    "PluginError",
     "Recipe",
+    "RecordError",
     "RunInfo",
     "RunRecord",
     "Target",
+    "UsageError",
     "__version__",
     "create_model",
     "get_registry",

@@ -1,4 +1,17 @@
-"""The one exception type the command line turns into a one-line message."""
+"""The errors the command line turns into one line, by kind.
+
+``BenchError`` is the rule: anything raised as one (or as a subclass) is a problem the user can
+fix, printed as ``error: <message>`` with a non-zero exit instead of a traceback. The subclasses
+say what kind of problem it is, so a caller (or a test) can tell them apart without reading text:
+
+- ``UsageError``: an option, a name or a number that cannot work (unknown model, a seed count
+  beyond the cap, an option that contradicts another);
+- ``DataError``: a dataset or data file that is missing, corrupt or not what it claims;
+- ``PluginError``: third-party (or built-in) plugin code failed or broke the hook contract;
+- ``RecordError``: a run record, checkpoint or weights file that cannot be read or does not fit.
+"""
+
+from __future__ import annotations
 
 
 class BenchError(Exception):
@@ -8,10 +21,26 @@ class BenchError(Exception):
     """
 
 
-def unknown_name(kind: str, name: str, valid: list[str]) -> BenchError:
+class UsageError(BenchError):
+    """An option, name or number that cannot work; nothing was run."""
+
+
+class DataError(BenchError):
+    """A dataset or data file that is missing, corrupt or of the wrong shape."""
+
+
+class PluginError(BenchError):
+    """Plugin code raised, or returned something the hook's contract does not allow."""
+
+
+class RecordError(BenchError):
+    """A run record, checkpoint or weights file that is unreadable, inconsistent or of another run."""
+
+
+def unknown_name(kind: str, name: str, valid: list[str]) -> UsageError:
     """Error for an unknown registry name that lists every valid one."""
     choices = ", ".join(sorted(valid)) or "(none registered)"
-    return BenchError(f"unknown {kind} {name!r}; valid {kind}s: {choices}")
+    return UsageError(f"unknown {kind} {name!r}; valid {kind}s: {choices}")
 
 
 class Terminated(KeyboardInterrupt):

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
+import stat
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -55,3 +56,44 @@ def write_atomic(path: Path, data: bytes | str) -> None:
     with _temporary(path) as (fd, tmp):
         _fill(fd, tmp, data.encode() if isinstance(data, str) else data)
         os.replace(tmp, path)
+
+
+class NotARegularFile(OSError):
+    """A path that is a FIFO, a device, a folder or a dangling link, where a file was expected."""
+
+
+def read_regular(path: Path | str, limit: int) -> bytes:
+    """The bytes of the regular file ``path``, at most ``limit`` of them.
+
+    Never blocks on a FIFO or a device (the file is opened non-blocking and checked with ``fstat``
+    before any read) and never reads without bound (a link to an endless file or a file over
+    ``limit`` raises ``OSError(EFBIG)``). A link is followed only to a regular file.
+    """
+    path = Path(path)
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+    except OSError as exc:
+        raise OSError(exc.errno, exc.strerror or str(exc), str(path)) from exc
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise NotARegularFile(errno.EINVAL, "not a regular file", str(path))
+        chunks, size = [], 0
+        while True:
+            chunk = os.read(fd, min(1 << 20, limit + 1 - size))
+            if not chunk:
+                break
+            chunks.append(chunk)
+            size += len(chunk)
+            if size > limit:
+                raise OSError(errno.EFBIG, f"larger than {limit:,} bytes", str(path))
+        return b"".join(chunks)
+    finally:
+        os.close(fd)
+
+
+def is_regular_file(path: Path | str) -> bool:
+    """True for a regular file (or a link to one); False for FIFOs, devices, folders, dangling links."""
+    try:
+        return stat.S_ISREG(os.stat(path).st_mode)
+    except OSError:
+        return False

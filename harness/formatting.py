@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .files import write_atomic
+from cnnbench.files import write_atomic
 
 if TYPE_CHECKING:
-    from .runrecord import RunRecord
+    from cnnbench.runrecord import RunRecord
 
 # our output formats -> tabulate's
 TABLEFMT = {"table": "simple", "markdown": "github", "html": "html"}
@@ -37,7 +38,7 @@ def class_names(record: RunRecord, dataset: Any = None) -> list[str]:
 
 def per_class_table(record: RunRecord, tablefmt: str = "simple") -> str:
     """Final-epoch test accuracy per class, with the counts behind it (as seed 003 reports it)."""
-    from tabulate import tabulate
+    from tabulate import tabulate  # lazy: tabulate
 
     confusion = record.confusion or []
     rows = []
@@ -52,19 +53,18 @@ def per_class_table(record: RunRecord, tablefmt: str = "simple") -> str:
 
 def pyplot() -> Any:
     """``matplotlib.pyplot`` on the non-interactive Agg backend (reports run without a display)."""
-    import matplotlib
+    import matplotlib  # lazy: matplotlib
 
     matplotlib.use("Agg")
-    from matplotlib import pyplot as plt
+    from matplotlib import pyplot as plt  # lazy: matplotlib
 
     return plt
 
 
 def save_figure(fig: Any, out: Path, dpi: int = 110) -> Path:
     """Save a matplotlib figure atomically (PNG or SVG by suffix) and close it."""
-    import io
 
-    from matplotlib import pyplot as plt
+    from matplotlib import pyplot as plt  # lazy: matplotlib
 
     fig.tight_layout()
     buffer = io.BytesIO()

@@ -14,6 +14,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, fields, replace
 from typing import Any
 
+from cnnbench.choices import TTA, AugmentationKind, Optimizer, Scheduler
+
 Factory = Callable[..., Any] | str
 
 
@@ -34,11 +36,11 @@ class Recipe:
 
     epochs: int
     batch_size: int = 128
-    optimizer: str = "sgd"  # sgd | adam
+    optimizer: Optimizer = "sgd"
     lr: float = 0.01
     momentum: float = 0.9
     weight_decay: float = 0.0
-    scheduler: str = "none"  # none | step | onecycle
+    scheduler: Scheduler = "none"
     step_size: int = 1  # StepLR
     gamma: float = 0.1  # StepLR
     augmentation: str = "none"
@@ -47,7 +49,7 @@ class Recipe:
     label_smoothing: float = 0.0  # training loss only; test losses are plain NLL
     warmup_epochs: float | None = None  # onecycle's rising phase in epochs (None: torch's 30% of the run)
     ema: float | None = None  # decay of an exponential moving average of the weights, which is evaluated and saved
-    tta: str = "none"  # test-time augmentation: none | flip (mean probability of the image and its mirror)
+    tta: TTA = "none"  # flip: the mean probability of the image and its mirror
 
     def updated(self, **overrides: Any) -> Recipe:
         """A copy with the non-None overrides applied."""
@@ -78,7 +80,8 @@ class DatasetSpec:
     """A labelled image dataset held in memory as uint8 tensors.
 
     ``load(data_dir, split)`` returns ``(images, labels)``: uint8 ``N x C x H x W`` and
-    int64 ``N``. ``split`` is ``"train"`` or ``"test"``.
+    int64 ``N``. ``split`` is ``"train"`` or ``"test"``. ``files`` are the paths (relative to the
+    data folder) that ``load`` reads; every record stores their SHA-256, so a result names its data.
     """
 
     name: str
@@ -91,6 +94,7 @@ class DatasetSpec:
     class_names: tuple[str, ...] = ()
     train_size: int = 0
     test_size: int = 0
+    files: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -106,7 +110,7 @@ class AugmentationSpec:
     name: str
     factory: Factory
     description: str
-    kind: str  # "batch" | "sample"
+    kind: AugmentationKind
     datasets: tuple[str, ...] = ()  # empty: any dataset
 
 
@@ -138,7 +142,11 @@ class Target:
     ``max_seconds`` bounds each run's wall time (data loading to the final evaluation) per hardware
     class: ``(("cpu-2", 120.0), ("gpu-h100", 10.0))``; the record's hardware class (``cpu-<threads>``
     or ``gpu-<model>``, matched as a shell pattern) decides which bound applies, and a run on hardware
-    the target has no bound for does not pass. ``allow_tta=False`` refuses test-time augmentation."""
+    the target has no bound for does not pass. ``allow_tta=False`` refuses test-time augmentation.
+
+    ``min_seeds``: a configuration with fewer distinct seeds is "provisional", not "pass", however
+    good its mean. ``confidence`` (e.g. 0.95): the one-sided t-test that the mean reaches the target
+    must also give p <= 1 - confidence (None: the p-value is shown, not required)."""
 
     id: str
     dataset: str
@@ -149,11 +157,17 @@ class Target:
     description: str = ""
     max_seconds: tuple[tuple[str, float], ...] = ()
     allow_tta: bool = True
+    min_seeds: int = 1
+    confidence: float | None = None
 
     def rule(self) -> str:
         epochs = f", <= {self.max_epochs} epochs" if self.max_epochs is not None else ""
         budget = ", ".join(f"{seconds:g} s on {hardware}" for hardware, seconds in self.max_seconds)
         extra = (f", <= {budget} per run" if budget else "") + ("" if self.allow_tta else ", no TTA")
+        if self.min_seeds > 1:
+            extra += f", >= {self.min_seeds} seeds"
+        if self.confidence is not None:
+            extra += f", mean above at {self.confidence:.0%} confidence"
         return f">= {self.min_test_acc:.2%} test acc, < {self.params_below:,} params{epochs}{extra}"
 
     def time_budget(self, hardware_class: str) -> float | None:
@@ -185,7 +199,8 @@ class Job:
 
     ``key`` identifies the job across sweeps (configuration + seed; output-only settings such
     as the results folder or the thread count are not part of it), so a repeated sweep skips
-    jobs whose records exist.
+    jobs whose records exist, and its claim file (``KEY.claim``) keeps two sweeps from training it
+    at once.
     """
 
     key: str
@@ -213,32 +228,27 @@ class JobResult:
 
 @dataclass(frozen=True)
 class LauncherSpec:
-    """A way to run many jobs (``bench sweep --launcher NAME``), after Hydra's launcher plugins.
+    """A way to run the jobs of a sweep (``bench sweep --launcher NAME``), after Hydra's launcher plugins.
 
-    ``factory(options: LaunchOptions)`` returns an object whose ``launch(jobs, on_start,
-    on_done)`` runs the jobs and calls ``on_start(job)`` and ``on_done(result)`` as they go;
-    it writes every record into ``options.results_dir`` (on this machine) and returns the
-    list of ``JobResult``.
+    ``factory`` is a ``cnnbench.launcher.Launcher`` subclass (or a ``"module:Class"`` string naming
+    one): the class is the launcher's contract, and its ``Options`` dataclass its settings, which
+    become ``bench sweep --NAME-...`` options. ``name`` is lowercase letters, digits and '-'.
     """
 
     name: str
     factory: Factory
     description: str
-    requires: tuple[str, ...] = ()
+    requires: tuple[str, ...] = ()  # importable modules it needs, checked before the sweep starts
     install_hint: str = ""
 
 
 @dataclass(frozen=True)
 class LaunchOptions:
-    """How a sweep runs: where results and logs go, how many jobs at once, and per-launcher knobs."""
+    """What every launcher is told, whichever it is: where records and logs go, the data folder, how
+    many jobs at once, whether to show progress. A launcher's own settings are its ``Options``."""
 
     results_dir: str
     log_dir: str
     data_dir: str | None = None
-    jobs: int | None = None  # local: concurrent jobs (None: as many as fit)
-    jobs_per_gpu: int = 1  # local, on a GPU machine: jobs sharing each visible GPU
-    address: str | None = None  # ray: an existing cluster ("auto", "ray://host:10001"); None starts one
-    gpus_per_job: float = 0.0  # ray: a fraction lets several jobs share a GPU
-    cpus_per_job: int | None = None  # ray: CPU cores (and torch threads) per job
-    max_retries: int = 3  # ray: retries when a worker or node dies
+    jobs: int | None = None  # at most this many jobs at once (None: the launcher's own default)
     progress: bool = True

@@ -23,13 +23,18 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from importlib import metadata
 from types import ModuleType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pluggy
 
-from . import hookspecs, records
-from .errors import BenchError, unknown_name
-from .records import LauncherSpec, Target, resolve
+from cnnbench import deprecated, hookspecs, records
+from cnnbench.errors import BenchError, PluginError, UsageError, unknown_name
+from cnnbench.hookspecs import API_VERSION, parse_api_version
+from cnnbench.records import LauncherSpec, Target, resolve
+
+if TYPE_CHECKING:
+    import click
+    from torch import nn
 
 ENTRY_POINT_GROUP = "cnnbench"
 OWN_DISTRIBUTION = "cnnbench"
@@ -52,6 +57,13 @@ DEFAULT_PLUGINS = (
     "launch_local",
     "launch_ray",
 )
+
+# Built-ins the product cannot work without, and why (``--no-plugin`` refuses them in one line).
+ESSENTIAL_PLUGINS: dict[str, str] = {
+    "loaders": "it provides the default loader 'memory' every run uses",
+    "normalizers": "it provides the normalization layers every built-in model is built with",
+    "launch_local": "it provides the default launcher of bench sweep",
+}
 
 # kind -> (hook name, record type, attribute holding the record's name)
 KINDS: dict[str, tuple[str, type, str]] = {
@@ -126,7 +138,7 @@ def _import(module_name: str, label: str, load: Callable[[], ModuleType] | None 
     except BaseException as exc:  # third-party code: SystemExit and friends included
         if isinstance(exc, KeyboardInterrupt):
             raise
-        raise BenchError(f"plugin {label!r} ({module_name}) failed to import: {type(exc).__name__}: {exc}") from exc
+        raise PluginError(f"plugin {label!r} ({module_name}) failed to import: {type(exc).__name__}: {exc}") from exc
 
 
 class PluginManager(pluggy.PluginManager):
@@ -142,10 +154,11 @@ class PluginManager(pluggy.PluginManager):
         """Register ``module`` as ``label`` once; a module already registered under another name is skipped."""
         if self.get_plugin(label) is not None or self.is_registered(module) or self.is_blocked(label):
             return
+        check_api_version(module, label)
         try:
             self.register(module, name=label)
         except (ValueError, pluggy.PluginValidationError) as exc:
-            raise BenchError(f"plugin {label!r} ({module.__name__}) is invalid: {' '.join(str(exc).split())}") from exc
+            raise PluginError(f"plugin {label!r} ({module.__name__}) is invalid: {' '.join(str(exc).split())}") from exc
         self.sources[label] = PluginSource(label, module.__name__, distribution, version)
 
     def source(self, label: str) -> PluginSource | None:
@@ -163,7 +176,10 @@ def make_plugin_manager(extra_modules: Iterable[str] = (), blocked: Iterable[str
     """Register every plugin: the built-ins, entry points, ``BENCH_PLUGINS`` and ``extra_modules``."""
     pm = PluginManager()
     for label in blocked:
+        if label in ESSENTIAL_PLUGINS:
+            raise UsageError(f"--no-plugin {label}: a built-in that cannot be switched off: {ESSENTIAL_PLUGINS[label]}")
         pm.set_blocked(label)
+    deprecated.install_old_import_paths()  # plugins written for API 0.1 import ``harness``
     version = _own_version()
     for name in DEFAULT_PLUGINS:
         pm.add(_import(f"{BUILTIN_PACKAGE}.{name}", name), name, OWN_DISTRIBUTION, version)
@@ -192,7 +208,7 @@ def check_hook_names(pm: PluginManager) -> None:
     try:
         pm.check_pending()
     except pluggy.PluginValidationError as exc:
-        raise BenchError(f"plugin {pm.get_name(exc.plugin)!r}: {' '.join(str(exc).split())}") from None
+        raise PluginError(f"plugin {pm.get_name(exc.plugin)!r}: {' '.join(str(exc).split())}") from None
 
 
 def _entry_points() -> list[metadata.EntryPoint]:
@@ -210,6 +226,10 @@ class SafeHooks:
     def __init__(self, pm: PluginManager) -> None:
         self._pm = pm
 
+    def each(self, name: str, first: bool = False, **kwargs: Any) -> list[tuple[str, Any]]:
+        """``(plugin, answer)`` for each plugin answering lifecycle hook ``name``, in pluggy's call order."""
+        return answers_by_plugin(self._pm, name, f"failed in {name}", first=first, **kwargs)
+
     def __getattr__(self, name: str) -> Any:
         caller = getattr(self._pm.hook, name)
 
@@ -219,7 +239,7 @@ class SafeHooks:
             except (BenchError, KeyboardInterrupt):
                 raise
             except (Exception, SystemExit) as exc:
-                raise BenchError(
+                raise PluginError(
                     f"plugin {self.culprit(exc)!r} failed in {name}: {type(exc).__name__}: {first_line(exc)}"
                 ) from exc
 
@@ -228,10 +248,11 @@ class SafeHooks:
     def culprit(self, exc: BaseException) -> str:
         """The plugin whose module holds the innermost frame of the traceback; failing that, the
         innermost frame in a plugin's folder (a module the plugin uses, e.g. its networks)."""
-        files, folders = {}, {}
+        files: dict[str, str] = {}
+        folders: dict[str, str] = {}
         for label, plugin in self._pm.list_name_plugin():
-            with contextlib.suppress(TypeError, OSError):
-                path = os.path.realpath(inspect.getfile(plugin))
+            with contextlib.suppress(TypeError, OSError):  # a plugin object without a source file
+                path = os.path.realpath(inspect.getfile(plugin))  # type: ignore[arg-type]
                 files[path] = label
                 folders.setdefault(os.path.dirname(path), label)
         frames = [os.path.realpath(f.filename) for f in reversed(traceback.extract_tb(exc.__traceback__))]
@@ -242,6 +263,67 @@ class SafeHooks:
             if os.path.dirname(path) in folders or os.path.dirname(os.path.dirname(path)) in folders:
                 return f"code in {os.path.basename(os.path.dirname(path))}/{os.path.basename(path)}"
         return "unknown"
+
+
+def answers_by_plugin(pm: PluginManager, hook_name: str, failed: str, *, first: bool = False,
+                      call_order: bool = True, **kwargs: Any) -> list[tuple[str, Any]]:
+    """``(plugin name, answer)`` for each plugin that answers ``hook_name`` (None is no answer).
+
+    Each plugin is called through pluggy's hook caller (a subset caller holding that plugin's
+    implementation and every hook wrapper), so wrappers and ``pm.trace`` see the calls, while an
+    answer or an exception is still attributed to the plugin that produced it (pluggy's own call
+    returns answers without saying whose). ``call_order``: the order pluggy calls them (the last
+    registered first), else registration order; ``first``: a ``firstresult`` hook, asked up to its
+    first answer. A failure of plugin code is a ``PluginError``: "plugin NAME {failed}: ...".
+    """
+    impls = [i for i in getattr(pm.hook, hook_name).get_hookimpls() if not (i.hookwrapper or i.wrapper)]
+    answers: list[tuple[str, Any]] = []
+    for impl in reversed(impls) if call_order else impls:
+        caller = pm.subset_hook_caller(hook_name, remove_plugins=[i.plugin for i in impls if i is not impl])
+        try:
+            result = caller(**kwargs)
+        except (BenchError, KeyboardInterrupt):
+            raise
+        except BaseException as exc:  # third-party code: SystemExit and friends included
+            raise PluginError(
+                f"plugin {impl.plugin_name!r} {failed}: {type(exc).__name__}: {first_line(exc)}"
+            ) from exc
+        returned = [result] if first else result  # a firstresult hook returns its answer, others a list
+        answers += [(impl.plugin_name, answer) for answer in returned if answer is not None]
+        if first and answers:
+            break
+    return answers
+
+
+def call_each_plugin(pm: PluginManager, hook_name: str, doing: str) -> list[tuple[str, list[Any]]]:
+    """``(plugin name, the list it returned)`` for every plugin answering a registration hook, in
+    registration order (``answers_by_plugin``); an answer that is not a list names its plugin."""
+    collected: list[tuple[str, list[Any]]] = []
+    for plugin, result in answers_by_plugin(pm, hook_name, f"raised while {doing}", call_order=False):
+        if isinstance(result, str | bytes) or not isinstance(result, Iterable):
+            raise PluginError(f"plugin {plugin!r} returned {type(result).__name__} from {hook_name}; expected a list")
+        collected.append((plugin, list(result)))
+    return collected
+
+
+def check_api_version(module: ModuleType, label: str) -> None:
+    """Refuse, in one line, a plugin that declares ``CNNBENCH_API`` newer than this cnnbench's."""
+    wanted = getattr(module, "CNNBENCH_API", None)
+    if wanted is None:
+        return
+    try:
+        needed = parse_api_version(str(wanted))
+    except ValueError:
+        raise PluginError(
+            f"plugin {label!r} declares CNNBENCH_API = {wanted!r}; expected a version like {API_VERSION!r}"
+        ) from None
+    have = parse_api_version(API_VERSION)
+    if needed > have:
+        raise PluginError(
+            f"plugin {label!r} needs cnnbench plugin API {wanted}, this cnnbench has {API_VERSION}: upgrade cnnbench"
+        )
+    if needed[0] < have[0]:
+        deprecated.warn_old_api(label, str(wanted))
 
 
 def first_line(exc: BaseException) -> str:
@@ -263,7 +345,8 @@ class Registry:
 
     def plugins(self) -> list[tuple[str, str]]:
         """``(plugin name, module)`` for every registered plugin."""
-        return sorted((name, getattr(p, "__name__", repr(p))) for name, p in self.pm.list_name_plugin())
+        registered = [(name, p) for name, p in self.pm.list_name_plugin() if p is not None]  # None: blocked
+        return sorted((name, getattr(p, "__name__", repr(p))) for name, p in registered)
 
     def entries(self, kind: str) -> dict[str, Registered]:
         """All records of one kind (``models``, ``datasets`` …) by name, checked for clashes."""
@@ -274,30 +357,21 @@ class Registry:
     def _collect(self, kind: str) -> dict[str, Registered]:
         hook_name, record_type, key = KINDS[kind]
         found: dict[str, Registered] = {}
-        for impl in getattr(self.pm.hook, hook_name).get_hookimpls():
-            plugin = impl.plugin_name
-            try:
-                returned = list(impl.function() or [])
-            except KeyboardInterrupt:
-                raise
-            except BaseException as exc:  # SystemExit from plugin code too
-                raise BenchError(
-                    f"plugin {plugin!r} raised while registering {kind}: {type(exc).__name__}: {exc}"
-                ) from exc
+        for plugin, returned in call_each_plugin(self.pm, hook_name, f"registering {kind}"):
             for record in returned:
                 if not isinstance(record, record_type):
-                    raise BenchError(
+                    raise PluginError(
                         f"plugin {plugin!r} returned {type(record).__name__} from {hook_name}; "
                         f"expected {record_type.__name__}"
                     )
                 name = getattr(record, key)
                 if kind in NAMED_FILES and not SAFE_NAME.fullmatch(str(name)):
-                    raise BenchError(
+                    raise PluginError(
                         f"plugin {plugin!r} registers {kind[:-1]} {name!r}: names must be letters, digits, "
                         "'_', '-' or '.' (not leading), as they become parts of file names"
                     )
                 if name in found:
-                    raise BenchError(
+                    raise PluginError(
                         f"{kind[:-1]} {name!r} is registered twice: by plugin "
                         f"{found[name].plugin!r} and by plugin {plugin!r}"
                     )
@@ -344,13 +418,13 @@ class Registry:
     def targets(self, dataset: str | None = None) -> list[Target]:
         return [e.record for e in self.entries("targets").values() if dataset in (None, e.record.dataset)]
 
-    def create_model(self, name: str, normalizer: str | None = None, dropout: float | None = None) -> Any:
+    def create_model(self, name: str, normalizer: str | None = None, dropout: float | None = None) -> nn.Module:
         """Build model ``name`` with its norms made by ``normalizer`` (default: the document's)."""
         spec = self.model(name)
         return build_model(spec, self.normalizer(normalizer or spec.normalizer), dropout)
 
 
-def build_model(spec: records.ModelSpec, normalizer: records.NormalizerSpec, dropout: float | None = None) -> Any:
+def build_model(spec: records.ModelSpec, normalizer: records.NormalizerSpec, dropout: float | None = None) -> nn.Module:
     """``spec.factory(norm=..., dropout=...)``; dropout falls back to the recipe's."""
     kwargs: dict[str, Any] = {"norm": resolve(normalizer.factory)}
     dropout = dropout if dropout is not None else spec.recipe.dropout
@@ -361,7 +435,7 @@ def build_model(spec: records.ModelSpec, normalizer: records.NormalizerSpec, dro
     except BenchError:
         raise
     except Exception as exc:  # third-party code
-        raise BenchError(f"model {spec.name!r}: its factory raised {type(exc).__name__}: {first_line(exc)}") from exc
+        raise PluginError(f"model {spec.name!r}: its factory raised {type(exc).__name__}: {first_line(exc)}") from exc
 
 
 _default: Registry | None = None
@@ -384,6 +458,13 @@ def list_models(pattern: str = "*", dataset: str | None = None) -> list[str]:
     return get_registry().list_models(pattern, dataset)
 
 
-def create_model(name: str, normalizer: str | None = None, dropout: float | None = None) -> Any:
+def create_model(name: str, normalizer: str | None = None, dropout: float | None = None) -> nn.Module:
     """An ``nn.Module`` of model ``name``: ``create_model('mnist_gap', normalizer='layer')``."""
     return get_registry().create_model(name, normalizer, dropout)
+
+
+def registry_from(ctx: click.Context) -> Registry:
+    """The registry for this invocation (``--plugin`` / ``--no-plugin`` applied); for plugin commands too."""
+    root = ctx.find_root()
+    params = root.params or {}
+    return get_registry(params.get("plugins", ()), params.get("blocked", ()))

@@ -39,9 +39,9 @@ GREY_WEIGHTS = (0.299, 0.587, 0.114)  # ITU-R 601 luma, as albumentations' weigh
 def album_pipeline(dataset: DatasetSpec, seed: int | None = None) -> Callable[[Any], Any]:
     """``fn(image)`` on one H x W x C uint8 numpy image: flip, affine, cutout, grey."""
     os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
-    import albumentations as A
-    import cv2
-    import numpy as np
+    import albumentations as A  # lazy: albumentations
+    import cv2  # lazy: cv2
+    import numpy as np  # lazy: numpy
 
     if seed is None:  # the trainer has seeded numpy for the run: derive a reproducible seed
         seed = int(np.random.randint(0, 2**31 - 1))
@@ -71,8 +71,8 @@ def album_pipeline(dataset: DatasetSpec, seed: int | None = None) -> Callable[[A
 def batched_pipeline(dataset: DatasetSpec, cutout: bool = True, grey: bool = True) -> Callable[[Any, Any], Any]:
     """``fn(x, generator)`` on a float [0, 1] N x C x H x W batch, on its own device: flip and shift,
     then (unless switched off) cutout and grey."""
-    import torch
-    from torch.nn import functional as F
+    import torch  # lazy: torch
+    from torch.nn import functional as F  # lazy: torch
 
     mean = torch.tensor(dataset.mean)
     weights = torch.tensor(GREY_WEIGHTS)

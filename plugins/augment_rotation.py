@@ -18,8 +18,8 @@ def batched_rotation(dataset: DatasetSpec, degrees: float = DEGREES) -> Callable
     Nearest-neighbour sampling and zero fill, as torchvision's RandomRotation does by
     default; all angles go into one ``affine_grid`` / ``grid_sample`` call.
     """
-    import torch
-    from torch.nn import functional as F
+    import torch  # lazy: torch
+    from torch.nn import functional as F  # lazy: torch
 
     def rotate(x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
         n = x.shape[0]
@@ -35,9 +35,9 @@ def batched_rotation(dataset: DatasetSpec, degrees: float = DEGREES) -> Callable
 
 def sample_rotation(dataset: DatasetSpec, degrees: float = DEGREES) -> Callable[[Any], Any]:
     """torchvision's per-sample ``RandomRotation`` on a PIL image, as in the seeds."""
-    import numpy as np
-    from PIL import Image
-    from torchvision import transforms
+    import numpy as np  # lazy: numpy
+    from PIL import Image  # lazy: PIL
+    from torchvision import transforms  # lazy: torchvision
 
     transform = transforms.RandomRotation(degrees)
 

@@ -20,7 +20,7 @@ from __future__ import annotations
 import io
 import math
 import pickle
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 
@@ -86,7 +86,7 @@ class _Array(_Placeholder):
         size = math.prod(shape)
         if len(raw) != size:
             raise UnsafePickleError(f"array of shape {shape} with {len(raw)} bytes of data, expected {size}")
-        order = "F" if fortran else "C"
+        order: Literal["C", "F"] = "F" if fortran else "C"
         self.array = np.frombuffer(raw, dtype=np.uint8).reshape(shape, order=order).copy(order="C")
 
     def result(self) -> np.ndarray:

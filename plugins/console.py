@@ -29,14 +29,14 @@ def cnnbench_run_start(run: RunInfo) -> None:
 
 @hookimpl
 def cnnbench_epoch_batches(run: RunInfo, epoch: int, epochs: int, batches: Iterable[Any], progress: bool) -> Any:
-    from tqdm.auto import tqdm
+    from tqdm.auto import tqdm  # lazy: tqdm
 
     return tqdm(batches, desc=f"epoch {epoch}/{epochs}", leave=False, disable=None if progress else True)
 
 
 @hookimpl
 def cnnbench_epoch_end(run: RunInfo, epoch: EpochStats) -> None:
-    from tqdm.auto import tqdm
+    from tqdm.auto import tqdm  # lazy: tqdm
 
     loss = "not finite" if epoch.train_loss is None else f"{epoch.train_loss:.4f}"
     val = f"val {pct(epoch.val_acc)}  " if epoch.val_acc is not None else ""

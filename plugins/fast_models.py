@@ -1,7 +1,7 @@
 """Registers cnnbench's own fast models: the shortest honest route to the fast targets.
 
 Their recipes were tuned on a held-out slice of the training set (``--val-split 5000``),
-never on the test set; the README's "Fastest known recipes" lists what was tried.
+never on the test set; docs/recipes.md ("Fastest known recipes") lists what was tried.
 """
 
 from __future__ import annotations

@@ -9,6 +9,10 @@ from __future__ import annotations
 import click
 
 from cnnbench import hookimpl
+from cnnbench.registry import registry_from
+from cnnbench.training.plan import check_count, core_cap
+
+from .ffcv_convert import ensure_beton
 
 
 @click.command()
@@ -21,7 +25,8 @@ from cnnbench import hookimpl
               help="Folder holding the dataset [$BENCH_DATA_DIR or ./data]")
 @click.option("--split", type=click.Choice(["train", "test", "both"]), default="both", show_default=True)
 @click.option("--force", is_flag=True, help="Rewrite even when an up-to-date file exists.")
-@click.option("--workers", type=click.IntRange(min=1), help="ffcv writer processes [all cores, at most 8].")
+@click.option("--workers", type=click.IntRange(min=1),
+              help="ffcv writer processes [all cores, at most 8; at most 4 per core].")
 @click.pass_context
 def convert(ctx: click.Context, dataset: str, out_dir: str | None, data_dir: str | None, split: str,
             force: bool, workers: int | None) -> None:
@@ -30,10 +35,8 @@ def convert(ctx: click.Context, dataset: str, out_dir: str | None, data_dir: str
     A split whose file is up to date (same source-file checksums) is skipped; a changed
     source is converted again. Files go to the cache dir (or --out), never into the data dir.
     """
-    from cnnbench.cli import registry_from
-
-    from .ffcv_convert import ensure_beton
-
+    if workers is not None:
+        check_count("--workers", workers, 1, *core_cap(here=True))
     spec = registry_from(ctx).dataset(dataset)
     for name in ("train", "test") if split == "both" else (split,):
         done = ensure_beton(spec, name, data_dir, out_dir=out_dir, force=force, log=click.echo, workers=workers)

@@ -35,11 +35,18 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from cnnbench import BenchError, LoaderRequest, LoaderSpec, hookimpl
+import click
 
-from .ffcv_convert import INSTALL_HINT
+from cnnbench import LoaderRequest, LoaderSpec, hookimpl
+from cnnbench.errors import DataError
+
+from .ffcv_convert import INSTALL_HINT, ensure_beton, field_kind, keep_torch_threads, require_ffcv
+from .loaders import Batch, BatchFinisher, apply_per_sample, build_augmentation
+
+if TYPE_CHECKING:
+    import torch
 
 
 def default_workers() -> int:
@@ -48,8 +55,6 @@ def default_workers() -> int:
 
 
 def log(message: str) -> None:
-    import click
-
     click.echo(f"ffcv: {message}", err=True)
 
 
@@ -57,17 +62,14 @@ class FfcvLoader:
     """``len()`` batches of ``(x float N x C x H x W normalized, y int64 N)`` on the request's device."""
 
     def __init__(self, request: LoaderRequest) -> None:
-        import numpy as np
-        import torch
-
-        from .ffcv_convert import ensure_beton, field_kind, keep_torch_threads, require_ffcv
-        from .loaders import BatchFinisher, build_augmentation
+        import numpy as np  # lazy: numpy
+        import torch  # lazy: torch
 
         require_ffcv()
         with keep_torch_threads():
-            from ffcv.fields.decoders import IntDecoder, NDArrayDecoder, SimpleRGBImageDecoder
-            from ffcv.loader import Loader, OrderOption
-            from ffcv.transforms import ToTensor
+            from ffcv.fields.decoders import IntDecoder, NDArrayDecoder, SimpleRGBImageDecoder  # lazy: ffcv
+            from ffcv.loader import Loader, OrderOption  # lazy: ffcv
+            from ffcv.transforms import ToTensor  # lazy: ffcv
 
         self.request = request
         self.device = torch.device(request.device)
@@ -81,7 +83,7 @@ class FfcvLoader:
         )
         count = len(request.labels)
         if count > converted.count:
-            raise BenchError(
+            raise DataError(
                 f"{converted.path} holds {converted.count:,} {request.split} images; {count:,} were requested"
             )
         self.path = converted.path
@@ -107,14 +109,14 @@ class FfcvLoader:
                 os_cache=True,
             )
 
-    def state_dict(self) -> dict[str, Any]:
+    def state_dict(self) -> dict[str, int | torch.Tensor]:
         """ffcv's epoch counter (it seeds each epoch's order) and the batch-augmentation generator."""
-        state = {"epoch": int(self.loader.next_epoch)}
+        state: dict[str, int | torch.Tensor] = {"epoch": int(self.loader.next_epoch)}
         if self.finish.generator is not None:
             state["augment"] = self.finish.generator.get_state()
         return state
 
-    def load_state_dict(self, state: dict[str, Any]) -> None:
+    def load_state_dict(self, state: dict[str, Any]) -> None:  # a checkpoint's (torch.load) contents
         self.loader.next_epoch = int(state["epoch"])
         if self.finish.generator is not None and "augment" in state:
             self.finish.generator.set_state(state["augment"])
@@ -127,9 +129,9 @@ class FfcvLoader:
         if fd is not None:
             os.close(fd)
 
-    def take(self, cpu: Any) -> Any:
+    def take(self, cpu: torch.Tensor) -> torch.Tensor:
         """A copy of ``cpu`` on the run's device that no longer reads ffcv's buffer when this returns."""
-        import torch
+        import torch  # lazy: torch
 
         if self.copy_stream is None:
             return cpu.clone(memory_format=torch.contiguous_format)
@@ -141,10 +143,8 @@ class FfcvLoader:
         on_device.record_stream(compute)  # allocated on the copy stream, used on the compute stream
         return on_device
 
-    def __iter__(self) -> Iterator[tuple[Any, Any]]:
-        import torch
-
-        from .loaders import apply_per_sample
+    def __iter__(self) -> Iterator[Batch]:
+        import torch  # lazy: torch
 
         threads = torch.get_num_threads()
         batches = iter(self.loader)  # ffcv sets the thread count here and in its worker thread

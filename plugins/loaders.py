@@ -9,33 +9,44 @@ what the in-memory path buys, and to run per-sample augmentations (albumentation
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from typing import Any
+from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING, Any, cast
 
 from cnnbench import LoaderRequest, LoaderSpec, hookimpl, resolve
 
+if TYPE_CHECKING:
+    import numpy as np
+    import torch
+    from torch.utils.data import DataLoader, Dataset
+
+# what augmentation factories return (cnnbench.records.AugmentationSpec): one signature per kind
+BatchAugment = Callable[["torch.Tensor", "torch.Generator | None"], "torch.Tensor"]
+SampleAugment = Callable[["np.ndarray"], "np.ndarray"]
+Batch = tuple["torch.Tensor", "torch.Tensor"]
+
 
 def build_augmentation(request: LoaderRequest) -> tuple[str, Any]:
-    """``(kind, fn)`` of the request's augmentation, or ``("batch", None)`` for none."""
+    """``(kind, fn)`` of the request's augmentation, or ``("batch", None)`` for none (``fn`` is a
+    ``BatchAugment`` or a ``SampleAugment``, as ``kind`` says: a plugin's callable)."""
     aug = request.augmentation
     if aug is None:
         return "batch", None
     return aug.kind, resolve(aug.factory)(request.dataset)
 
 
-def make_generator(seed: int, device: Any) -> Any:
-    import torch
+def make_generator(seed: int, device: torch.device | str) -> torch.Generator:
+    import torch  # lazy: torch
 
     generator = torch.Generator(device=device)
     generator.manual_seed(seed)
     return generator
 
 
-def generator_states(**generators: Any) -> dict[str, Any]:
+def generator_states(**generators: torch.Generator | None) -> dict[str, torch.Tensor]:
     return {name: g.get_state() for name, g in generators.items() if g is not None}
 
 
-def set_generator_states(state: dict[str, Any], **generators: Any) -> None:
+def set_generator_states(state: dict[str, torch.Tensor], **generators: torch.Generator | None) -> None:
     for name, g in generators.items():
         if g is not None and name in state:
             g.set_state(state[name])
@@ -44,8 +55,8 @@ def set_generator_states(state: dict[str, Any], **generators: Any) -> None:
 class BatchFinisher:
     """uint8 batch -> float in [0, 1] -> batch augmentation -> normalized, on the device."""
 
-    def __init__(self, request: LoaderRequest, batch_aug: Any) -> None:
-        import torch
+    def __init__(self, request: LoaderRequest, batch_aug: BatchAugment | None) -> None:
+        import torch  # lazy: torch
 
         device = request.device
         channels = request.dataset.image_shape[0]
@@ -54,17 +65,17 @@ class BatchFinisher:
         self.batch_aug = batch_aug
         self.generator = make_generator(request.seed + 1, device) if batch_aug else None
 
-    def __call__(self, x_uint8: Any) -> Any:
+    def __call__(self, x_uint8: torch.Tensor) -> torch.Tensor:
         x = x_uint8.float().div_(255)
         if self.batch_aug is not None:
             x = self.batch_aug(x, self.generator)
         return x.sub_(self.mean).div_(self.std)
 
 
-def apply_per_sample(images: Any, fn: Any) -> Any:
+def apply_per_sample(images: torch.Tensor, fn: SampleAugment) -> torch.Tensor:
     """Run a per-sample (numpy HWC uint8) augmentation over a uint8 NCHW CPU batch."""
-    import numpy as np
-    import torch
+    import numpy as np  # lazy: numpy
+    import torch  # lazy: torch
 
     hwc = images.permute(0, 2, 3, 1).numpy()
     out = np.stack([fn(image) for image in hwc])
@@ -87,15 +98,15 @@ class MemoryLoader:
         n, bs = len(self.labels), self.request.batch_size
         return n // bs if self.request.drop_last else -(-n // bs)
 
-    def state_dict(self) -> dict[str, Any]:
+    def state_dict(self) -> dict[str, torch.Tensor]:
         """The random state that decides the next epochs (order and augmentation), for resuming."""
         return generator_states(order=self.order_generator, augment=self.finish.generator)
 
-    def load_state_dict(self, state: dict[str, Any]) -> None:
+    def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
         set_generator_states(state, order=self.order_generator, augment=self.finish.generator)
 
-    def __iter__(self) -> Iterator[tuple[Any, Any]]:
-        import torch
+    def __iter__(self) -> Iterator[Batch]:
+        import torch  # lazy: torch
 
         n, bs, device = len(self.labels), self.request.batch_size, self.request.device
         order = torch.randperm(n, generator=self.order_generator) if self.request.shuffle else torch.arange(n)
@@ -111,8 +122,8 @@ class MemoryLoader:
 class SampleDataset:
     """One sample at a time: uint8 HWC -> augmentation -> float CHW normalized (as ToTensor + Normalize)."""
 
-    def __init__(self, request: LoaderRequest, sample_aug: Any) -> None:
-        import torch
+    def __init__(self, request: LoaderRequest, sample_aug: SampleAugment | None) -> None:
+        import torch  # lazy: torch
 
         self.images = request.images.permute(0, 2, 3, 1).numpy()  # N x H x W x C
         self.labels = request.labels.numpy()
@@ -124,8 +135,8 @@ class SampleDataset:
     def __len__(self) -> int:
         return len(self.labels)
 
-    def __getitem__(self, i: int) -> tuple[Any, int]:
-        import torch
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
+        import torch  # lazy: torch
 
         image = self.images[i]
         if self.sample_aug is not None:
@@ -136,16 +147,18 @@ class SampleDataset:
 
 class TorchvisionLoader:
     def __init__(self, request: LoaderRequest) -> None:
-        import torch
-        from torch.utils.data import DataLoader
+        import torch  # lazy: torch
+        from torch.utils.data import DataLoader  # lazy: torch
 
         self.request = request
         kind, fn = build_augmentation(request)
         self.batch_aug = fn if kind == "batch" else None
         self.generator = make_generator(request.seed + 1, request.device) if self.batch_aug else None
         workers = int(request.options.get("workers", 0))
-        self.loader = DataLoader(
-            SampleDataset(request, fn if kind == "sample" else None),
+        self.samples = SampleDataset(request, fn if kind == "sample" else None)
+        # DataLoader takes any map-style dataset (__getitem__ and __len__), not only Dataset subclasses
+        self.loader: DataLoader[tuple[torch.Tensor, int]] = DataLoader(
+            cast("Dataset[tuple[torch.Tensor, int]]", self.samples),
             batch_size=request.batch_size,
             shuffle=request.shuffle,
             drop_last=request.drop_last,
@@ -157,21 +170,21 @@ class TorchvisionLoader:
     def __len__(self) -> int:
         return len(self.loader)
 
-    def state_dict(self) -> dict[str, Any]:
+    def state_dict(self) -> dict[str, torch.Tensor]:
         """Order and batch-augmentation generators; per-sample augmentations draw from the
         global generators, which the trainer saves itself (exact with ``workers=0`` only)."""
         return generator_states(order=self.loader.generator, augment=self.generator)
 
-    def load_state_dict(self, state: dict[str, Any]) -> None:
+    def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
         set_generator_states(state, order=self.loader.generator, augment=self.generator)
 
-    def __iter__(self) -> Iterator[tuple[Any, Any]]:
+    def __iter__(self) -> Iterator[Batch]:
         device = self.request.device
         for x, y in self.loader:
             x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
             if self.batch_aug is not None:
                 # batch augmentations expect [0, 1] pixels: undo, augment, redo the normalization
-                mean, std = (t.to(device) for t in (self.loader.dataset.mean, self.loader.dataset.std))
+                mean, std = (t.to(device) for t in (self.samples.mean, self.samples.std))
                 x = (self.batch_aug(x * std + mean, self.generator) - mean) / std
             yield x, y
 

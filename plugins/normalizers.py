@@ -24,19 +24,19 @@ def group_count(channels: int, target: int = GROUPS) -> int:
 
 
 def batch_norm(channels: int) -> Any:
-    from torch import nn
+    from torch import nn  # lazy: torch
 
     return nn.BatchNorm2d(channels)
 
 
 def group_norm(channels: int) -> Any:
-    from torch import nn
+    from torch import nn  # lazy: torch
 
     return nn.GroupNorm(group_count(channels), channels)
 
 
 def layer_norm(channels: int) -> Any:
-    from torch import nn
+    from torch import nn  # lazy: torch
 
     return nn.GroupNorm(1, channels)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -10,11 +11,22 @@ from support import SHARED_DATA
 DATA_LISTING = pytest.StashKey[dict]()
 
 
+def missing_data(root: Path) -> str | None:
+    """Why the real datasets are not usable at ``root`` (None: they are there)."""
+    wanted = [root / "MNIST" / "raw", root / "cifar-10-batches-py"]
+    missing = [str(p) for p in wanted if not p.is_dir()]
+    return f"real datasets not found: looked for {', '.join(missing)} (set BENCH_DATA_DIR)" if missing else None
+
+
 @pytest.fixture(scope="session")
 def data_dir() -> Path:
-    """The real MNIST / CIFAR-10 files; missing data is a failure, not a skip."""
-    if not (SHARED_DATA / "MNIST" / "raw").is_dir():
-        pytest.fail(f"real datasets not found at {SHARED_DATA}; set BENCH_DATA_DIR")
+    """The real MNIST / CIFAR-10 files. Missing data skips the test with the path it looked at,
+    except under ``CI=true``, where it fails: CI must never pass by skipping the real-data tests."""
+    why = missing_data(SHARED_DATA)
+    if why:
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail(why)
+        pytest.skip(why)
     return SHARED_DATA
 
 

@@ -111,7 +111,7 @@ def main() -> None:
     ours = results["cnnbench memory + batched rotate10"]["images_per_s"]
     print(f"ratio cnnbench / best seeds pipeline: {ours / fastest_seed:.2f}x")
     if args.out:
-        from cnnbench import provenance
+        from cnnbench.training import provenance
 
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(

@@ -14,8 +14,8 @@ import pytest
 import report_records as rr
 from click.testing import CliRunner
 
-from cnnbench import browser
 from cnnbench.cli import main
+from cnnbench.reports import browser
 
 pytestmark = pytest.mark.skipif(
     browser.missing() is not None,

@@ -113,7 +113,7 @@ def test_batch_pipeline_runs_on_the_trainers_loader(registry, spec, images) -> N
 
 
 def test_refused_for_mnist_models(registry, tmp_path) -> None:
-    from cnnbench.plan import Overrides, make_plan
+    from cnnbench.training.plan import Overrides, make_plan
 
     overrides = Overrides(augmentation="cifar-batch", epochs=1, results_dir=tmp_path)
     with pytest.raises(BenchError, match="'cifar-batch' is for cifar10, not mnist"):

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from cnnbench.datadir import md5sum
-from cnnbench.errors import BenchError
+from cnnbench.errors import DataError, UsageError
 from cnnbench.plugins import cifar10
 from cnnbench.plugins.cifar_unpickle import UnsafePickleError, restricted_loads
 
@@ -120,11 +120,11 @@ def test_crafted_batch_is_refused(tmp_path: Path, cifar_dir: Path, monkeypatch) 
     marker = tmp_path / "pwned"
     crafted = pickle.dumps({b"data": Payload(marker), b"labels": [0]}, protocol=4)
     root = fake_folder(tmp_path, cifar_dir, {"test_batch": crafted})
-    with pytest.raises(BenchError, match="test_batch: md5"):
+    with pytest.raises(DataError, match="test_batch: md5"):
         cifar10.load(root, "test")
     # even with a matching checksum, the unpickler stops it
     monkeypatch.setitem(cifar10.OFFICIAL_MD5, "test_batch", md5sum(root / cifar10.FOLDER / "test_batch"))
-    with pytest.raises(BenchError, match=r"test_batch: cannot be read.*not allowed"):
+    with pytest.raises(DataError, match=r"test_batch: cannot be read.*not allowed"):
         cifar10.load(root, "test")
     assert not marker.exists()
 
@@ -132,14 +132,14 @@ def test_crafted_batch_is_refused(tmp_path: Path, cifar_dir: Path, monkeypatch) 
 def test_truncated_batch_names_the_file(tmp_path: Path, cifar_dir: Path, monkeypatch) -> None:
     head = (cifar_dir / cifar10.FOLDER / "test_batch").read_bytes()[:100_000]
     root = fake_folder(tmp_path, cifar_dir, {"test_batch": head})
-    with pytest.raises(BenchError, match="test_batch: md5 .*corrupt, truncated"):
+    with pytest.raises(DataError, match="test_batch: md5 .*corrupt, truncated"):
         cifar10.load(root, "test")
     monkeypatch.setitem(cifar10.OFFICIAL_MD5, "test_batch", md5sum(root / cifar10.FOLDER / "test_batch"))
-    with pytest.raises(BenchError, match="test_batch: cannot be read"):
+    with pytest.raises(DataError, match="test_batch: cannot be read"):
         cifar10.load(root, "test")
 
 
-# --- crafted batches: each a one-line BenchError naming the file ---------------------------
+# --- crafted batches: each a one-line DataError naming the file ---------------------------
 
 
 class Reduced:
@@ -194,9 +194,9 @@ BAD_BATCHES = [
      "'data' is a uint8 array of shape (10, 3072), expected a uint8 array of shape (10000, 3072)"),
     ("data-3d", lambda: batch(data=np.zeros((10_000, 3, 1024), np.uint8)), "a uint8 array of shape (10000, 3, 1024)"),
     ("data-transposed", lambda: batch(data=np.zeros((3072, 10_000), np.uint8)), "a uint8 array of shape (3072, 10000)"),
-    ("data-int64", lambda: batch(data=np.zeros((10_000, 3072), np.int64)),
+    ("data-int64", lambda: batch(data=np.zeros((10, 3072), np.int64)),  # small: a full one is over the size bound
      "cannot be read as a CIFAR-10 batch (UnsafePickleError: dtype 'i8' is not allowed (only u1))"),
-    ("data-float32", lambda: batch(data=np.zeros((10_000, 3072), np.float32)), "dtype 'f4' is not allowed"),
+    ("data-float32", lambda: batch(data=np.zeros((10, 3072), np.float32)), "dtype 'f4' is not allowed"),
     ("data-object", lambda: batch(data=np.zeros(3, dtype=object)), "dtype 'O8' is not allowed"),
     ("data-dtype-flags-forged", lambda: batch(data=forged_array(bytes(4), (4,), (*PLAIN_U1[:7], 63))),
      "dtype state (3, '|', None, None, None, -1, -1, 63) is not the plain u1 dtype"),
@@ -249,7 +249,7 @@ def test_bad_batch_is_a_one_line_error_naming_it(tmp_path: Path, cifar_dir: Path
     root = fake_folder(tmp_path, cifar_dir, {name: content})
     path = root / cifar10.FOLDER / name
     monkeypatch.setitem(cifar10.OFFICIAL_MD5, name, md5sum(path))
-    with pytest.raises(BenchError) as err:
+    with pytest.raises(DataError) as err:
         cifar10.load(root, "test")
     message = str(err.value)
     assert message.startswith(f"{path}: ") and fragment in message, message
@@ -258,7 +258,7 @@ def test_bad_batch_is_a_one_line_error_naming_it(tmp_path: Path, cifar_dir: Path
 
 def test_crafted_batch_is_refused_by_md5_first(tmp_path: Path, cifar_dir: Path) -> None:
     root = fake_folder(tmp_path, cifar_dir, {"test_batch": batch(data=np.zeros((10, 3072), np.uint8))})
-    with pytest.raises(BenchError) as err:
+    with pytest.raises(DataError) as err:
         cifar10.load(root, "test")
     path = root / cifar10.FOLDER / "test_batch"
     assert str(err.value) == (f"{path}: md5 differs from the official {cifar10.OFFICIAL_MD5['test_batch']}; "
@@ -278,7 +278,7 @@ def test_good_crafted_batch_is_read(tmp_path: Path, cifar_dir: Path, monkeypatch
 def test_missing_file_is_named(tmp_path: Path, cifar_dir: Path) -> None:
     root = fake_folder(tmp_path, cifar_dir, {})
     (root / cifar10.FOLDER / "data_batch_3").unlink()
-    with pytest.raises(BenchError, match="missing data_batch_3"):
+    with pytest.raises(DataError, match="missing data_batch_3"):
         cifar10.load(root, "train")
 
 
@@ -289,7 +289,7 @@ def test_missing_dataset_lists_paths_and_how_to_fix(tmp_path: Path, monkeypatch)
         raise RuntimeError("no network")
 
     monkeypatch.setattr(torchvision.datasets, "CIFAR10", offline)
-    with pytest.raises(BenchError) as err:
+    with pytest.raises(DataError) as err:
         cifar10.load(tmp_path, "train")
     message = str(err.value)
     assert str(tmp_path / cifar10.FOLDER) in message
@@ -297,7 +297,7 @@ def test_missing_dataset_lists_paths_and_how_to_fix(tmp_path: Path, monkeypatch)
 
 
 def test_unknown_split(cifar_dir: Path) -> None:
-    with pytest.raises(BenchError, match="valid splits: train, test"):
+    with pytest.raises(UsageError, match="valid splits: train, test"):
         cifar10.load(cifar_dir, "val")
 
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from cnnbench.summary import layer_table
+from cnnbench.training.summary import layer_table
 
 # Seed 001's model summary, row by row: layer type, output C x H x W, parameters.
 SEED001 = """

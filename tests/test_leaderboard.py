@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import csv
 import io
-import itertools
 import json
 import statistics
 import subprocess
@@ -14,69 +13,22 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import support
 from click.testing import CliRunner
+from support import ROOT, make_record, write_records
 
-from cnnbench import leaderboard as lb
 from cnnbench.cli import main
 from cnnbench.records import Target
+from cnnbench.reports import leaderboard as lb
+from cnnbench.reports import render
 from cnnbench.runrecord import RunRecord
-
-ROOT = Path(__file__).resolve().parents[1]
-_ids = itertools.count()
 
 T10K = Target("t10k", "mnist", 0.994, 10_000, 15, "test")
 T20K = Target("t20k", "mnist", 0.994, 20_000, None, "test")
 
 
-def make_record(
-    results_dir: Path | None = None, *, model: str = "mnist_gap", seed: int = 0, accs: list[float] | None = None,
-    params: int = 7_852, dataset: str = "mnist", normalizer: str = "batch", loader: str = "memory",
-    precision: str = "fp32", lr: float = 0.1, seconds: float = 20.0, train_images: int = 60_000,
-    test_images: int = 10_000, **extra: Any,
-) -> dict[str, Any]:
-    """A run record shaped like cnnbench.train's; written to ``results_dir`` when given."""
-    accs = accs or [0.98, 0.99, 0.995]
-    run_id = f"20260101T{next(_ids):06d}Z-{model}-s{seed}-abcd"
-    epochs = [
-        {"epoch": i + 1, "train_loss": 1.0 / (i + 1), "train_acc": a - 0.01, "test_loss": 0.5 / (i + 1),
-         "test_acc": a, "lr": lr, "seconds": seconds, "images_per_s": 3000.0}
-        for i, a in enumerate(accs)
-    ]
-    best = max(epochs, key=lambda e: e["test_acc"])
-    confusion = [[100 if i == j else 0 for j in range(10)] for i in range(10)]
-    confusion[3][5] = 7
-    record = {
-        "schema_version": 1, "run_id": run_id, "model": model, "dataset": dataset, "normalizer": normalizer,
-        "augmentation": "rotate10", "loader": loader, "params": params,
-        "recipe": {"epochs": len(accs), "batch_size": 128, "optimizer": "sgd", "lr": lr, "momentum": 0.9,
-                   "weight_decay": 0.0, "scheduler": "step", "step_size": 2, "gamma": 0.6,
-                   "augmentation": "rotate10", "dropout": None},
-        "seed": seed, "device": "cpu", "precision": precision, "created": run_id[:16], "command": "bench run",
-        "source": "test", "epochs": epochs, "epochs_run": len(epochs), "final_test_acc": accs[-1],
-        "best_test_acc": best["test_acc"], "best_epoch": best["epoch"],
-        "per_class_acc": {str(i): (100 / 107 if i == 3 else 1.0) for i in range(10)}, "confusion": confusion,
-        "train_images": train_images, "test_images": test_images, "total_seconds": seconds * len(accs),
-        "images_per_s": 3000.0, "stopped_by": None, "threads": 2,
-        "machine": {"hostname": "h", "platform": "p", "cpu": "Intel(R) Xeon(R) Platinum 8481C CPU @ 2.70GHz",
-                    "cpu_count": 2},
-        "versions": {"python": "3.11.7", "torch": "2.14.1"}, "git": {"commit": "abc", "dirty": False},
-        "weights": None,
-    }
-    record.update(extra)
-    if results_dir is not None:
-        results_dir.mkdir(parents=True, exist_ok=True)
-        (results_dir / f"{run_id}.json").write_text(json.dumps(record, indent=1))
-    return record
-
-
-def typed(records: list[dict[str, Any]]) -> list[RunRecord]:
-    """``make_record``'s dicts as the leaderboard reads them."""
-    return [RunRecord.from_json(r) for r in records]
-
-
-def rows_for(records: list[dict[str, Any]], targets: list[Target] | None = None) -> list[lb.Row]:
-    sizes = {"mnist": (60_000, 10_000)}
-    return lb.build_rows(lb.group_records(typed(records)), targets if targets is not None else [T10K], sizes)
+def rows_for(records: list[RunRecord], targets: list[Target] | None = None) -> list[lb.Row]:
+    return support.rows_for(records, [T10K] if targets is None else targets)
 
 
 def bench(*args: str) -> Any:
@@ -92,7 +44,7 @@ def test_seeds_of_one_configuration_form_one_group_with_mean_and_std():
     records.append(make_record(seed=0, normalizer="group", accs=[0.98, 0.99]))
     records.append(make_record(seed=0, precision="bf16", accs=[0.98, 0.99]))
     records.append(make_record(seed=0, device="cuda:0", accs=[0.98, 0.99]))  # a GPU run is its own group
-    groups = lb.group_records(typed(records))
+    groups = lb.group_records(records)
     assert sorted(len(g.records) for g in groups) == [1, 1, 1, 3]
     three = next(g for g in groups if len(g.records) == 3)
     assert three.mean_final() == pytest.approx(statistics.fmean(finals))
@@ -160,9 +112,8 @@ def test_sort_by_params_and_by_accuracy():
 @pytest.fixture
 def results(tmp_path: Path) -> Path:
     out = tmp_path / "results"
-    for seed, final in enumerate([0.995, 0.994, 0.996]):
-        make_record(out, seed=seed, accs=[0.99, final])
-    make_record(out, model="mnist_2block", params=19_728, accs=[0.99, 0.996, 0.993])
+    gap = [make_record(seed=seed, accs=[0.99, final]) for seed, final in enumerate([0.995, 0.994, 0.996])]
+    write_records(out, *gap, make_record(model="mnist_2block", params=19_728, accs=[0.99, 0.996, 0.993]))
     return out
 
 
@@ -220,7 +171,7 @@ def test_unknown_filter_is_a_one_line_error(results: Path, args: list[str], list
 def test_bad_files_are_skipped_with_a_warning_and_old_schemas_read(results: Path):
     (results / "half.json").write_text('{"run_id": "x", "model": ')
     (results / "partial.json").write_text('{"run_id": "y"}')
-    old = make_record(model="mnist_step1", params=10_970, accs=[0.99])
+    old = make_record(model="mnist_step1", params=10_970, accs=[0.99]).to_json()
     for key in ("schema_version", "normalizer", "loader", "precision", "per_class_acc"):
         old.pop(key)
     (results / "old.json").write_text(json.dumps(old))
@@ -233,9 +184,9 @@ def test_bad_files_are_skipped_with_a_warning_and_old_schemas_read(results: Path
 
 def _synthetic(results_dir: Path, n: int) -> None:
     models = ["mnist_gap", "mnist_2block", "mnist_step1", "mnist_step2"]
-    for i in range(n):
-        make_record(results_dir, model=models[i % 4], seed=i // 40, lr=0.01 * (1 + i % 10),
-                    accs=[0.97 + 0.0002 * ((i * 7 + e) % 40) for e in range(15)])
+    write_records(results_dir, *(make_record(model=models[i % 4], seed=i // 40, lr=0.01 * (1 + i % 10),
+                                             accs=[0.97 + 0.0002 * ((i * 7 + e) % 40) for e in range(15)])
+                                 for i in range(n)))
 
 
 def test_thousand_records_render_in_under_a_second(tmp_path: Path):
@@ -248,7 +199,7 @@ def test_thousand_records_render_in_under_a_second(tmp_path: Path):
         started = time.perf_counter()
         records = lb.load_records(tmp_path)
         rows = lb.sort_rows(lb.build_rows(lb.group_records(records), targets), "acc")
-        text = lb.render(rows, "table")
+        text = render.render(rows, "table")
         timings.append(time.perf_counter() - started)
     elapsed = min(timings)
     assert len(records) == 1000 and "mnist_step2" in text
@@ -262,7 +213,8 @@ def test_leaderboard_does_not_import_torch(tmp_path: Path):
         "import sys; from click.testing import CliRunner; from cnnbench.cli import main; "
         f"r = CliRunner().invoke(main, ['leaderboard', '--results-dir', {str(tmp_path)!r}]); "
         "assert r.exit_code == 0, r.output; assert 'mnist_gap' in r.output; "
-        "print(sorted(m for m in sys.modules if m.split('.')[0] in ('torch', 'torchvision', 'numpy')))"
+        # numpy comes with SciPy's statistics (the confidence intervals); torch never does
+        "print(sorted(m for m in sys.modules if m.split('.')[0] in ('torch', 'torchvision')))"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
@@ -318,7 +270,7 @@ def _committed_rows() -> list[lb.Row]:
 def test_committed_leaderboard_is_up_to_date():
     board = ROOT / "results" / "LEADERBOARD.md"
     assert board.is_file(), "results/LEADERBOARD.md is missing: run `bench leaderboard --write`"
-    assert board.read_text() == lb.leaderboard_markdown(_committed_rows()), (
+    assert board.read_text() == render.leaderboard_markdown(_committed_rows()), (
         "results/LEADERBOARD.md is stale: run `bench leaderboard --write`"
     )
 
@@ -328,7 +280,7 @@ def test_readme_leaderboard_section_is_up_to_date():
     if not readme.is_file():
         pytest.skip("no README.md yet")
     text = readme.read_text()
-    assert text == lb.splice_readme(text, lb.readme_section(_committed_rows())), (
+    assert text == render.splice_readme(text, render.readme_section(_committed_rows())), (
         "the README's leaderboard section is stale: run `bench leaderboard --write`"
     )
 
@@ -337,18 +289,16 @@ def test_a_mean_just_under_the_target_does_not_print_as_the_target():
     records = [make_record(seed=s, accs=[0.99, a]) for s, a in enumerate([0.9940, 0.9933, 0.9947, 0.9944, 0.9934])]
     (row,) = rows_for(records)
     assert row.status != lb.PASS
-    assert "99.396%" in lb.render([row])  # not "99.40%", which would read as a pass
+    assert "99.396%" in render.render([row])  # not "99.40%", which would read as a pass
 
 
 def test_throughput_of_a_shared_device_is_marked():
-    from cnnbench.runrecord import RunRecord
-
-    alone = [RunRecord.from_json(make_record(seed=s, launch={"launcher": None, "jobs_on_device": 1})) for s in (0, 1)]
-    shared = [RunRecord.from_json(make_record(seed=s, lr=0.05, launch={"launcher": "local", "jobs_on_device": 4}))
-              for s in (0, 1)]
-    unknown = [RunRecord.from_json(make_record(seed=0, lr=0.02))]
+    alone = [make_record(seed=s, launch={"launcher": None, "jobs_on_device": 1}) for s in (0, 1)]
+    shared = [make_record(seed=s, lr=0.05, launch={"launcher": "local", "jobs_on_device": 4}) for s in (0, 1)]
+    unknown = [make_record(seed=0, lr=0.02)]
     rows = lb.build_rows(lb.group_records([*alone, *shared, *unknown]), [])
     by_lr = {r.group.first.recipe["lr"]: r for r in rows}
-    assert lb.display_cells(by_lr[0.05])[16] == "3,000 (shared 4)"
-    assert lb.display_cells(by_lr[0.1])[16] == "3,000" and lb.display_cells(by_lr[0.02])[16] == "3,000"
+    speed = render.HEADERS.index("img/s")
+    assert render.display_cells(by_lr[0.05])[speed] == "3,000 (shared 4)"
+    assert render.display_cells(by_lr[0.1])[speed] == "3,000" and render.display_cells(by_lr[0.02])[speed] == "3,000"
     assert by_lr[0.05].as_dict()["device_shared_by"] == 4 and by_lr[0.02].as_dict()["device_shared_by"] is None

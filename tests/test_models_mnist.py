@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from cnnbench.plugins.normalizers import group_count
-from cnnbench.summary import layer_table
+from cnnbench.training.summary import layer_table
 
 # model -> (documented params, output shape after each conv as the document's summary lists them)
 DOCUMENTED = {
@@ -111,7 +111,7 @@ def test_group_count_divides_channels(channels, groups):
 
 
 def test_summary_command_text(registry):
-    from cnnbench.summary import render_summary
+    from cnnbench.training.summary import render_summary
 
     text = render_summary(registry, "mnist_gap")
     assert "Total params: 7,852" in text and "Final receptive field: 28 px" in text

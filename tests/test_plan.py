@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from cnnbench import BenchError
-from cnnbench.plan import Overrides, RunPlan, make_plan
+from cnnbench.training.plan import Overrides, RunPlan, make_plan
 
 
 def test_defaults_come_from_the_model(registry):

@@ -6,7 +6,7 @@ from pathlib import Path
 
 from support import ROOT
 
-from cnnbench import provenance
+from cnnbench.training import provenance
 
 
 def test_commit_from_the_checkout_ignores_the_environment(monkeypatch) -> None:

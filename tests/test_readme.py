@@ -1,56 +1,50 @@
-"""The README's plugin example is real: it imports only cnnbench, registers, builds, and runs."""
+"""The README is a front door: the two commands first, the commands people use, the leaderboard's
+rule, links to every page of the manual in docs/, and the generated leaderboard at the end.
+
+What the README and the docs/ pages show (commands, links, paths, examples) is checked for all of
+them by tests/test_docs.py.
+"""
 
 from __future__ import annotations
 
-import json
 import re
-import subprocess
-import sys
 
-from support import BENCH, ROOT, make_registry
+from support import ROOT
 
-
-def readme_example() -> str:
-    text = (ROOT / "README.md").read_text()
-    return "# my_nets.py" + text.split("# my_nets.py", 1)[1].split("```", 1)[0]
+README = ROOT / "README.md"
+START, END = "<!-- leaderboard:start -->", "<!-- leaderboard:end -->"
 
 
-def test_readme_plugin_example(tmp_path, monkeypatch):
-    code = readme_example()
-    assert len(code.strip().splitlines()) < 25
-    imports = re.findall(r"^\s*from (\S+) import", code, re.M)
-    assert imports and all(m.split(".")[0] in ("cnnbench", "torch") for m in imports), imports
-    (tmp_path / "my_nets.py").write_text(code)
-    monkeypatch.chdir(tmp_path)  # `--plugin my_nets` from the folder holding my_nets.py
-    registry = make_registry("my_nets", blocked=("console",))
-    spec = registry.model("tiny")
-    model = registry.create_model("tiny")
-    assert sum(p.numel() for p in model.parameters()) == spec.params
-    assert [impl.plugin_name for impl in registry.pm.hook.cnnbench_epoch_end.get_hookimpls()] == ["my_nets"]
-    sys.modules.pop("my_nets", None)
-
-
-def test_readme_plugin_example_runs_from_its_folder(tmp_path, data_dir):
-    (tmp_path / "my_nets.py").write_text(readme_example())
-    result = subprocess.run(
-        [str(BENCH), "--plugin", "my_nets", "run", "--model", "tiny", "--epochs", "1", "--limit-train", "512",
-         "--limit-test", "128", "--data-dir", str(data_dir), "--results-dir", "r", "--no-progress"],
-        cwd=tmp_path, capture_output=True, text=True, timeout=300,
-    )
-    assert result.returncode == 0, result.stderr
-    [path] = (tmp_path / "r").glob("*.json")
-    record = json.loads(path.read_text())
-    assert record["model"] == "tiny" and record["params"] == 1_442
-    assert record["plugins"]["model"]["plugin"] == "my_nets" and record["plugins"]["model"]["distribution"] is None
-    assert record["plugins"]["dataset"] == {
-        "plugin": "mnist", "module": "cnnbench.plugins.mnist", "distribution": "cnnbench",
-        "version": record["versions"]["cnnbench"],
-    }
+def front_matter() -> str:
+    """The README above the generated leaderboard."""
+    return README.read_text().split(START, 1)[0]
 
 
 def test_readme_first_lines_are_the_two_commands():
-    lines = (ROOT / "README.md").read_text().splitlines()
+    lines = README.read_text().splitlines()
     block = lines[lines.index("```bash") + 1 : lines.index("```")]
+    assert lines.index("```bash") <= 3, "the two commands come first"
     assert block[0].startswith("bash .ci/install && .venv/bin/bench run --model mnist_gap")
     assert block[1].startswith(".venv/bin/python -m pytest")
     assert ".venv/bin/python -m pytest" in (ROOT / ".ci" / "run").read_text()
+
+
+def test_readme_links_every_page_of_the_manual():
+    linked = set(re.findall(r"\]\((docs/[\w.-]+\.md)[#)]", front_matter()))
+    pages = {f"docs/{p.name}" for p in (ROOT / "docs").glob("*.md")}
+    assert pages and pages == linked, f"pages not linked from the README: {pages - linked}"
+
+
+def test_readme_is_a_front_door_not_the_manual():
+    text = front_matter()
+    assert len(text.splitlines()) <= 100, "move the details into docs/"
+    for heading in ("## The commands you will use", "## The leaderboard's rule", "## The manual"):
+        assert heading in text
+    assert "## Leaderboard" in text.splitlines()[-3:], "the generated leaderboard has its own heading"
+
+
+def test_readme_ends_with_the_generated_leaderboard_between_its_markers():
+    text = README.read_text()
+    assert text.count(START) == 1 and text.count(END) == 1
+    assert text.index(START) < text.index(END)
+    assert text.rstrip().endswith(END), "nothing after the generated section"

@@ -3,6 +3,7 @@ the fast-path options, the wall clock, and the targets' time budgets."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 from pathlib import Path
@@ -10,15 +11,15 @@ from pathlib import Path
 import pytest
 import torch
 from click.testing import CliRunner
-from test_leaderboard import make_record, rows_for
+from support import H100, make_record, rows_for
 
 from cnnbench import hookimpl
-from cnnbench import leaderboard as lb
 from cnnbench.cli import main
-from cnnbench.ema import WeightEMA
-from cnnbench.plan import Overrides, make_plan
 from cnnbench.records import Target
-from cnnbench.runrecord import RunRecord
+from cnnbench.reports import leaderboard as lb
+from cnnbench.runrecord import RECIPE_DEFAULTS_V3, RunRecord
+from cnnbench.training.ema import WeightEMA
+from cnnbench.training.plan import Overrides, make_plan
 
 
 def bench(*args: str):
@@ -68,7 +69,7 @@ def test_val_split_holds_out_a_fixed_slice_and_records_it(tmp_path, data_dir):
     assert a["train_images"] == b["train_images"] == 412 and a["val_images"] == b["val_images"] == 100
     assert 0 <= a["epochs"][0]["val_acc"] <= 1 and a["epochs"][0]["val_loss"] > 0
     assert "val " in result.output  # the console shows it
-    from cnnbench.train import load_splits
+    from cnnbench.training.train import load_splits
 
     plan = make_plan(__import__("support").make_registry(), "mnist_step2",
                      Overrides(limit_train=512, val_split=100, data_dir=data_dir, results_dir=tmp_path))
@@ -94,7 +95,7 @@ def test_recipe_options_are_recorded_and_shown_in_the_configuration(tmp_path, da
 
 
 def test_label_smoothing_equals_cross_entropy_with_smoothing():
-    from cnnbench.train import batch_loss
+    from cnnbench.training.train import batch_loss
 
     logits, y = torch.randn(16, 10), torch.randint(0, 10, (16,))
     plan = type("P", (), {"recipe": type("R", (), {"label_smoothing": 0.2})()})()
@@ -103,7 +104,7 @@ def test_label_smoothing_equals_cross_entropy_with_smoothing():
 
 
 def test_flip_tta_scores_the_mean_probability_of_an_image_and_its_mirror():
-    from cnnbench.train import evaluate
+    from cnnbench.training.train import evaluate
 
     class LeftRight(torch.nn.Module):  # class 0 when the left half is brighter
         def forward(self, x):
@@ -141,9 +142,9 @@ def test_ema_run_resumes_exactly(tmp_path, data_dir):
     """A run with an EMA, stopped by a hook after epoch 1 and resumed, equals the uninterrupted run."""
     from support import make_registry
 
-    from cnnbench.checkpoint import load_checkpoint
-    from cnnbench.runner import run_seeds
-    from cnnbench.train import train
+    from cnnbench.training.checkpoint import load_checkpoint
+    from cnnbench.training.runner import run_seeds
+    from cnnbench.training.train import train
 
     registry = make_registry()
     plan = make_plan(registry, "mnist_step2", Overrides(epochs=2, limit_train=256, limit_test=128, ema=0.9,
@@ -175,7 +176,7 @@ def test_ema_run_resumes_exactly(tmp_path, data_dir):
 def _first_losses(data_dir: Path, tmp_path: Path, **options) -> list[float]:
     from support import make_registry
 
-    from cnnbench.train import (
+    from cnnbench.training.train import (
         build_model,
         configure_backends,
         make_optimizer,
@@ -220,14 +221,11 @@ FAST = Target("fast", "mnist", 0.99, 10_000, 6, "test", max_seconds=(("cpu-2", 1
               allow_tta=False)
 
 
-def fast_record(wall: float | None, threads: int = 2, **extra) -> dict:
-    record = make_record(accs=[0.991, 0.995], threads=threads, **extra)
-    if wall is not None:
-        record["wall_seconds"] = wall
-    return record
+def fast_record(wall: float | None, threads: int = 2, **extra) -> RunRecord:
+    return make_record(accs=[0.991, 0.995], threads=threads, wall_seconds=wall, **extra)
 
 
-def status(records: list[dict], target: Target = FAST) -> str:
+def status(records: list[RunRecord], target: Target = FAST) -> str:
     [row] = rows_for(records, [target])
     return row.status
 
@@ -237,26 +235,28 @@ def test_a_time_budget_is_checked_against_the_records_hardware_class():
     assert status([fast_record(100.0), fast_record(121.0, seed=1)]) == "fail (time)"
     assert status([fast_record(None)]) == "fail (no wall time)"
     assert status([fast_record(50.0, threads=4)]) == "fail (no time budget for cpu-4)"
-    gpu = dict(device="cuda:0", machine={"gpu": "NVIDIA H100 80GB HBM3", "cpu": "x", "cpu_count": 16})
+    gpu = dict(device="cuda:0", machine=H100)
     assert status([fast_record(9.0, **gpu)]) == "pass"
     assert status([fast_record(11.0, **gpu)]) == "fail (time)"
-    assert lb.hardware_class(RunRecord.from_json(fast_record(1.0, **gpu))) == "gpu-h100"
+    assert lb.hardware_class(fast_record(1.0, **gpu)) == "gpu-h100"
 
 
 def test_a_target_may_forbid_test_time_augmentation():
-    record = fast_record(100.0)
-    record["recipe"] = {**record["recipe"], "tta": "flip"}
+    plain = fast_record(100.0)
+    record = dataclasses.replace(plain, recipe={**plain.recipe, "tta": "flip"})
     assert status([record]) == "fail (tta)"
     assert status([record], Target("any", "mnist", 0.99, 10_000, 6, "test")) == "pass"
-    assert "tta flip" in lb.recipe_text(record["recipe"])
+    assert "tta flip" in lb.recipe_text(record.recipe)
 
 
 def test_older_records_read_the_new_recipe_fields_as_defaults_and_group_with_new_ones():
-    old = make_record(accs=[0.99, 0.995])
-    new = make_record(accs=[0.99, 0.994], seed=1, schema_version=3)
-    new["recipe"] = {**new["recipe"], "nesterov": False, "label_smoothing": 0.0, "warmup_epochs": None,
-                     "ema": None, "tta": "none"}
-    groups = lb.group_records([RunRecord.from_json(old), RunRecord.from_json(new)])
+    new = make_record(accs=[0.99, 0.994], seed=1)
+    old = make_record(accs=[0.99, 0.995]).to_json()  # as schema 1 wrote it: none of the schema-3 fields
+    old["recipe"] = {k: v for k, v in old["recipe"].items() if k not in RECIPE_DEFAULTS_V3}
+    for key in ("plugins", "status", "resumed_at", "launch", "wall_seconds", "fast_path", "val_images"):
+        del old[key]
+    old["schema_version"] = 1
+    groups = lb.group_records([RunRecord.from_json(old), new])
     assert len(groups) == 1 and len(groups[0].records) == 2
     assert RunRecord.from_json(old).fast_path == {} and RunRecord.from_json(old).wall_seconds is None
 
@@ -264,6 +264,6 @@ def test_older_records_read_the_new_recipe_fields_as_defaults_and_group_with_new
 def test_fast_path_options_are_part_of_the_configuration():
     plain = make_record(accs=[0.99, 0.995])
     fast = make_record(accs=[0.99, 0.995], seed=1, fast_path={"channels_last": True, "compile": "reduce-overhead"})
-    groups = lb.group_records([RunRecord.from_json(plain), RunRecord.from_json(fast)])
+    groups = lb.group_records([plain, fast])
     assert len(groups) == 2
-    assert lb.precision_text(RunRecord.from_json(fast)) == "fp32, cl, compile reduce-overhead"
+    assert lb.precision_text(fast) == "fp32, cl, compile reduce-overhead"

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from support import make_registry
 
-from cnnbench.errors import BenchError
+from cnnbench.errors import BenchError, PluginError, UsageError
 from cnnbench.records import ModelSpec
 
 BUILTIN_PLUGINS = {"mnist", "mnist_models", "normalizers", "augment_rotation", "loaders", "targets"}
@@ -41,15 +41,15 @@ def test_create_model_uses_normalizer_hook(registry):
 
 
 def test_unknown_name_lists_valid_ones(registry):
-    with pytest.raises(BenchError, match="unknown model 'nope'; valid models: .*mnist_gap"):
+    with pytest.raises(UsageError, match="unknown model 'nope'; valid models: .*mnist_gap"):
         registry.model("nope")
-    with pytest.raises(BenchError, match="valid normalizers: batch, group, layer"):
+    with pytest.raises(UsageError, match="valid normalizers: batch, group, layer"):
         registry.normalizer("instance")
 
 
 def test_duplicate_name_names_both_plugins():
     reg = make_registry("dup_model")
-    with pytest.raises(BenchError) as err:
+    with pytest.raises(PluginError) as err:
         reg.entries("models")
     assert "'mnist_gap' is registered twice" in str(err.value)
     assert "'mnist_models'" in str(err.value) and "'dup_model'" in str(err.value)
@@ -57,7 +57,7 @@ def test_duplicate_name_names_both_plugins():
 
 def test_plugin_raising_while_registering_is_named():
     reg = make_registry("raising_plugin")
-    with pytest.raises(BenchError, match="plugin 'raising_plugin' raised while registering models: RuntimeError"):
+    with pytest.raises(PluginError, match="plugin 'raising_plugin' raised while registering models: RuntimeError"):
         reg.entries("models")
 
 

@@ -12,11 +12,11 @@ import pytest
 from click.testing import CliRunner
 from test_cli import assert_one_line_error  # tests/ is on sys.path (no __init__.py)
 
-from cnnbench import speed as speed_mod
 from cnnbench.cli import main
-from cnnbench.plan import Overrides, make_plan
-from cnnbench.provenance import cpu_name
 from cnnbench.runrecord import RunRecord
+from cnnbench.training import speed as speed_mod
+from cnnbench.training.plan import Overrides, make_plan
+from cnnbench.training.provenance import cpu_name
 
 TINY = ("--steps", "2", "--windows", "2", "--warmup", "1", "--threads", "1")
 
@@ -94,11 +94,11 @@ def test_a_pattern_measures_every_matching_model(tmp_path):
 
 
 def test_measure_speed_times_the_harness_train_step(tmp_path, registry, monkeypatch):
-    import cnnbench.train
+    import cnnbench.training.train
 
     calls = []
-    real = cnnbench.train.train_step
-    monkeypatch.setattr(cnnbench.train, "train_step", lambda *a: calls.append(len(a[1])) or real(*a))
+    real = cnnbench.training.train.train_step
+    monkeypatch.setattr(cnnbench.training.train, "train_step", lambda *a: calls.append(len(a[1])) or real(*a))
     plan = make_plan(registry, "mnist_gap", Overrides(batch_size=8, device="cpu", threads=1, results_dir=tmp_path))
     result = speed_mod.measure_speed(plan, warmup=2, windows=3, steps=4)
     assert calls == [8] * (2 + 3 * 4)

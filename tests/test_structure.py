@@ -29,7 +29,7 @@ def test_no_core_module_imports_a_plugin():
 
 
 def test_train_fits_on_one_screen():
-    from cnnbench.train import train
+    from cnnbench.training.train import train
 
     lines, _ = inspect.getsourcelines(train)
     assert len(lines) <= 60, len(lines)

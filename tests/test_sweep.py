@@ -3,14 +3,19 @@
 from __future__ import annotations
 
 import importlib.util
+import os
+import signal
+import subprocess
+import time
 from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
-from support import PLUGIN_FIXTURES
+from support import BENCH, PLUGIN_FIXTURES
 
 from cnnbench.cli import main
 from cnnbench.runrecord import read_record
+from cnnbench.sweep.grid import expand
 
 GRID = ["--model", "mnist_step1,mnist_step2", "--seeds", "2", "--epochs", "2", "--limit-train", "384",
         "--limit-test", "128"]
@@ -91,7 +96,7 @@ def test_a_failing_job_does_not_stop_the_others(tmp_path, data_dir):
 @pytest.mark.parametrize(
     "toml, fragment",
     [
-        ('[grid]\nmodel = ["mnist_step2"]\nfoo = 1\n', "unknown sweep key 'foo'"),
+        ('[grid]\nmodel = ["mnist_step2"]\nfoo = 1\n', "unknown key 'foo'"),
         ('[grid]\nmodel = ["resnet50"]\n', "unknown model 'resnet50'"),
         ("[grid]\nmodel = []\n", "the grid is empty"),
         ('[grid]\nepochs = 2\n', "needs at least one model"),
@@ -149,8 +154,6 @@ def test_a_killed_ray_worker_is_retried(tmp_path, data_dir, monkeypatch):
 
 
 def test_asking_for_a_default_does_not_make_a_new_job(registry):
-    from cnnbench.sweep import expand
-
     plain = expand({"model": ["mnist_gap"], "seeds": 1}, registry=registry)
     spelled = expand({"model": ["mnist_gap"], "seeds": 1, "loader": ["memory"], "normalizer": ["batch"],
                       "epochs": [15], "lr": [0.1]}, registry=registry)
@@ -159,13 +162,6 @@ def test_asking_for_a_default_does_not_make_a_new_job(registry):
 
 
 def test_ctrl_c_stops_a_local_sweep_and_repeating_it_resumes(tmp_path, data_dir):
-    import os
-    import signal
-    import subprocess
-    import time
-
-    from support import BENCH
-
     args = [str(BENCH), "sweep", "--model", "mnist_step2", "--seeds", "2", "--epochs", "4", "--limit-train", "3072",
             "--limit-test", "128", "--data-dir", str(data_dir), "--results-dir", "r", "--log-dir", "logs",
             "--no-progress", "--jobs", "2"]
@@ -181,7 +177,8 @@ def test_ctrl_c_stops_a_local_sweep_and_repeating_it_resumes(tmp_path, data_dir)
     assert proc.returncode == 130, err
     assert err.strip().splitlines()[-1].startswith("error: sweep interrupted"), err
     assert len(list((tmp_path / "r").glob("*.ckpt"))) == 2 and not list((tmp_path / "r").glob("*.json"))
-    assert not [p for p in os.popen("ps -eo args").read().splitlines() if "cnnbench.jobs" in p and str(tmp_path) in p]
+    assert not [p for p in os.popen("ps -eo args").read().splitlines()
+                if "cnnbench.sweep.jobs" in p and str(tmp_path) in p]
     again = subprocess.run(args, cwd=tmp_path, capture_output=True, text=True, timeout=600)
     assert again.returncode == 0, again.stderr
     records = [read_record(p) for p in (tmp_path / "r").glob("*.json")]
@@ -194,4 +191,4 @@ def test_ray_refuses_cuda_jobs_without_gpus_before_starting(tmp_path):
                    str(tmp_path / "r"), "--no-progress")
     if "ray' needs ray" in result.output:
         pytest.skip("ray is not installed")
-    assert result.exit_code == 1 and "asks for CUDA" in result.stderr and "--gpus-per-job" in result.stderr
+    assert result.exit_code == 1 and "asks for CUDA" in result.stderr and "--ray-gpus-per-job" in result.stderr

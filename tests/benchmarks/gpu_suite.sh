@@ -10,7 +10,7 @@
 # each record says how many jobs shared it (launch.jobs_on_device). $SEEDS (default 1; "3"
 # or "0,1,2") runs every configuration once per seed. Records and weights go to $RESULTS
 # (default results/); repeating the command runs only the jobs without a record. Extra
-# arguments go to `bench sweep` (e.g. --launcher ray --gpus-per-job 0.2). On a copy of the
+# arguments go to `bench sweep` (e.g. --launcher ray --ray-gpus-per-job 0.2). On a copy of the
 # tree whose .git is absent or stale, set GIT_DIR=/nonexistent and CNNBENCH_GIT_COMMIT.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -23,5 +23,8 @@ mnist | cifar) suite=$1 ;;
     ;;
 esac
 shift
+# jobs per GPU is the local launcher's option; another launcher (--launcher ray) has its own
+per_gpu=(--local-jobs-per-gpu "${JOBS_PER_GPU:-6}")
+[[ " $* " == *" --launcher "* ]] && per_gpu=()
 exec "${BENCH:-bench}" sweep --file "tests/benchmarks/sweeps/gpu_$suite.toml" --device cuda \
-    --seeds "${SEEDS:-1}" --jobs-per-gpu "${JOBS_PER_GPU:-6}" --results-dir "${RESULTS:-results}" --no-progress "$@"
+    --seeds "${SEEDS:-1}" "${per_gpu[@]}" --results-dir "${RESULTS:-results}" --no-progress "$@"
