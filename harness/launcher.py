@@ -184,6 +184,8 @@ class Launcher(ABC, Generic[OptionsT]):
 
     Options: ClassVar[type[LauncherOptions]] = LauncherOptions
     jobs_run_here: ClassVar[bool] = True  # each job's plan (its device) is checked against this machine
+    # jobs read and write the results folder itself (not a copy): bench verify --launcher needs that
+    shares_results_dir: ClassVar[bool] = False
 
     def __init__(self, settings: LaunchOptions, options: OptionsT) -> None:
         self.settings = settings  # what every launcher is told: folders, --jobs, progress

@@ -12,7 +12,7 @@ import fnmatch
 import importlib
 from collections.abc import Callable
 from dataclasses import dataclass, field, fields, replace
-from typing import Any
+from typing import Any, Literal
 
 from cnnbench.choices import TTA, AugmentationKind, Optimizer, Scheduler
 
@@ -208,8 +208,12 @@ class Job:
     seed: int
     overrides: dict[str, Any]
     plugin_modules: tuple[str, ...] = ()
+    # "verify": train the recorded run ``overrides["run_id"]`` again and compare (``bench verify --launcher``)
+    task: Literal["train", "verify"] = "train"
 
     def label(self) -> str:
+        if self.task == "verify":
+            return f"verify {self.overrides.get('run_id')}"
         changed = ", ".join(f"{k}={v}" for k, v in sorted(self.overrides.items()) if v is not None)
         return f"{self.model} seed {self.seed}" + (f" ({changed})" if changed else "")
 

@@ -60,6 +60,7 @@ def uses_gpu(job: Job) -> bool:
 
 class LocalLauncher(Launcher[LocalOptions]):
     Options = LocalOptions
+    shares_results_dir = True  # each job is a process on this machine, in the results folder
 
     def __init__(self, settings: LaunchOptions, options: LocalOptions) -> None:
         super().__init__(settings, options)

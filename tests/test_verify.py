@@ -303,3 +303,35 @@ def test_the_leaderboard_json_and_csv_carry_the_statistics(tmp_path):
 def test_an_existing_record_reads_as_not_fingerprinted():
     committed = sorted((ROOT / "results").glob("*mnist_fast-s0*.json"))[0]
     assert read_record(committed).fingerprints == {}
+
+
+def test_the_report_pages_show_the_statistics_and_verified_seeds(results, data_dir, tmp_path):
+    path = records_in(results)[0]
+    assert bench("verify", path.stem, "--epochs", "1", "--results-dir", str(results),
+                 "--data-dir", str(data_dir)).exit_code == 0
+    site = tmp_path / "site"
+    assert bench("report", "--results-dir", str(results), "--out", str(site)).exit_code == 0
+    (page,) = (site / "runs").glob("mnist_fast-*.html")
+    text = page.read_text()
+    assert "95% confidence interval of the mean" in text and "p (mean reaches it)" in text
+    assert "verified seeds</th><td>1 of 2: " in text and "reproduced exactly" in text
+    index = (site / "index.html").read_text()
+    assert "95% CI" in index and ">1/2<" in index
+
+
+def test_verify_runs_through_the_local_launcher(results, data_dir):
+    outcome = bench("verify", "mnist_fast", "--launcher", "local", "--jobs", "2", "--epochs", "1",
+                    "--results-dir", str(results), "--data-dir", str(data_dir))
+    assert outcome.exit_code == 0, outcome.output
+    assert "2 of 2 jobs done" in outcome.output and outcome.output.count("reproduced exactly") == 2
+    for path in records_in(results):
+        (verification,) = read_verifications(verification_path(results, path.stem))
+        assert verification["verdict"] == "reproduced exactly"
+    assert not list(results.glob("*.claim"))
+
+
+def test_verify_refuses_a_launcher_that_works_on_a_copy(results):
+    one_line_error(bench("verify", "mnist_fast", "--launcher", "ray", "--results-dir", str(results)),
+                   "--launcher ray: its jobs do not run in the results folder itself")
+    one_line_error(bench("verify", "mnist_fast", "--jobs", "2", "--results-dir", str(results)),
+                   "--jobs goes with --launcher")

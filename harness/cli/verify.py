@@ -7,19 +7,25 @@ from __future__ import annotations
 
 import fnmatch
 import json
+import os
 import signal
+import time
 from pathlib import Path
 from typing import Any
 
 import click
 
+from cnnbench.cli.sweep import make_launcher
 from cnnbench.errors import BenchError, UsageError, on_sigterm
+from cnnbench.records import Job, LaunchOptions
+from cnnbench.registry import registry_from
 from cnnbench.runrecord import RunRecord, is_record_file, read_record
+from cnnbench.sweep import grid as sw
 from cnnbench.training import provenance
 from cnnbench.training.fingerprint import weights_sha256
 from cnnbench.verify.check import check_results
 from cnnbench.verify.replay import load_weights, verify_run
-from cnnbench.verify.store import append_verification
+from cnnbench.verify.store import append_verification, read_verifications, verification_path
 
 RESULTS_DIR = click.option("--results-dir", type=click.Path(file_okay=False), default="results", show_default=True)
 
@@ -86,8 +92,12 @@ def difference_rows(verification: dict[str, Any]) -> list[list[Any]]:
 @RESULTS_DIR
 @click.option("--data-dir", type=click.Path(file_okay=False), help="Dataset folder [$BENCH_DATA_DIR or ./data].")
 @click.option("--progress/--no-progress", default=False, help="Progress bars while training.")
-def verify(runs: tuple[str, ...], epochs: int | None, full: bool, results_dir: str, data_dir: str | None,
-           progress: bool) -> None:
+@click.option("--launcher", help="Run the verifications as jobs of this sweep launcher (one that works in the "
+                                 "results folder itself: local), --jobs at a time.")
+@click.option("--jobs", type=click.IntRange(min=1, max=1024), help="With --launcher: at most this many at once.")
+@click.pass_context
+def verify(ctx: click.Context, runs: tuple[str, ...], epochs: int | None, full: bool, results_dir: str,
+           data_dir: str | None, progress: bool, launcher: str | None, jobs: int | None) -> None:
     """Train each RUN (id, prefix, pattern, model name or path) again from its record and compare every number.
 
     On the record's own environment (CPU model and flags, library versions, threads, device, data
@@ -98,8 +108,13 @@ def verify(runs: tuple[str, ...], epochs: int | None, full: bool, results_dir: s
 
     if full and epochs:
         raise UsageError("--full trains every epoch; leave out --epochs")
+    if jobs and not launcher:
+        raise UsageError("--jobs goes with --launcher")
     selected = select_runs(runs, Path(results_dir))
     signal.signal(signal.SIGTERM, on_sigterm)
+    if launcher:
+        verify_through(ctx, launcher, selected, None if full else (epochs or 2), results_dir, data_dir, jobs)
+        return
     failed = 0
     for path, record in selected:
         verification = verify_run(record, path, data_dir, None if full else (epochs or 2), progress)
@@ -117,6 +132,31 @@ def verify(runs: tuple[str, ...], epochs: int | None, full: bool, results_dir: s
         failed += verification["verdict"] == "not reproduced"
     if failed:
         raise BenchError(f"{failed} of {len(selected)} runs not reproduced")
+
+
+def verify_through(ctx: click.Context, name: str, selected: list[tuple[Path, RunRecord]], epochs: int | None,
+                   results_dir: str, data_dir: str | None, jobs: int | None) -> None:
+    """The verifications as jobs of launcher ``name`` (claimed like sweep jobs: never two at once)."""
+    registry = registry_from(ctx)
+    stamp = f"{time.strftime('%Y%m%dT%H%M%S')}-{os.getpid()}"
+    settings = LaunchOptions(results_dir=results_dir, log_dir=str(Path("bench-out") / "verify" / stamp),
+                             data_dir=data_dir, jobs=jobs, progress=False)
+    chosen = make_launcher(registry, name, settings, {})
+    if not chosen.shares_results_dir:
+        raise UsageError(f"--launcher {name}: its jobs do not run in the results folder itself, where a "
+                         "verification reads the record and writes its verdict; use --launcher local")
+    mode = "full" if epochs is None else f"epochs{epochs}"
+    work = [Job(f"verify-{record.run_id}-{mode}", record.model, record.seed or 0,
+                {"run_id": record.run_id, "epochs": epochs}, tuple(registry.pm.explicit), task="verify")
+            for _, record in selected]
+    outcome = sw.run_sweep(chosen, name, work, settings)
+    for path, record in selected:
+        done = read_verifications(verification_path(path.parent, record.run_id))
+        if done:
+            click.echo(verdict_line(done[-1]))
+    if outcome.failed or outcome.elsewhere:
+        raise BenchError(f"{len(outcome.failed)} of {len(work)} runs not reproduced or failed "
+                         f"({len(outcome.elsewhere)} running elsewhere); logs in {settings.log_dir}")
 
 
 @click.command()

@@ -20,7 +20,7 @@ import statistics
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from markupsafe import Markup
 
@@ -461,7 +461,7 @@ def config_page(config: Config, grid: Grid) -> str:
     g, r = config.group, config.group.first
     view = ConfigView(
         config=config, summary=_summary_line(g), facts=_summary_facts(g), targets=_target_cells(config),
-        seeds=_seed_cells(g.records), superseded=", ".join(x.run_id for x in g.superseded),
+        seeds=_seed_cells(g.records, g.verified), superseded=", ".join(x.run_id for x in g.superseded),
         confusion=_heat_map(g.records), per_class=_per_class_cells(g.records), misclassified=grid,
         recipe=[("summary", recipe_text(r.recipe)), *r.recipe.items()], command=r.command, first=r,
         machine=_machine_pairs(r), other_hardware="; ".join(sorted({hardware_of(x) for x in g.records[1:]}
@@ -484,6 +484,9 @@ def _summary_facts(g: lb.Group) -> Pairs:
         ("precision", precision_text(r)),
         ("device", device_kind(r)), ("recipe", recipe_text(r.recipe)), ("epochs", g.epochs_run()),
         ("best-epoch accuracy (mean)", pct(g.mean_best())),
+        ("95% confidence interval of the mean", render.interval_text(g.summary().ci_low, g.summary().ci_high)),
+        ("verified seeds", f"{len(g.verified_runs())} of {len(g.records)}"
+         + (f": {'; '.join(g.verified_where())}" if g.verified_where() else "")),
         ("img/s", render.speed_text(g.images_per_s(), g.device_shared_by(), g.fused_seeds())),
         ("hardware", g.hardware()), ("train / test images", f"{r.train_images} / {r.test_images}"),
     ]
@@ -492,12 +495,17 @@ def _summary_facts(g: lb.Group) -> Pairs:
 def _target_cells(config: Config) -> list[list[Cell]]:
     return [[Cell(row.target.id, href=f"../index.html#{section_id(row.target.id)}"), Cell(row.target.rule()),
              Cell(row.status, cls=f"status {status_class(row.status)}"),
+             Cell(_p_text(row.group.p_reaching(row.target.min_test_acc))),
              Cell("-" if row.reached_epoch is None else row.reached_epoch, row.reached_epoch),
              Cell(seconds_text(row.reached_seconds), row.reached_seconds)]
             for row in config.rows if row.target is not None]
 
 
-def _seed_cells(records: Sequence[RunRecord]) -> list[list[Cell]]:
+def _p_text(p: float | None) -> str:
+    return "-" if p is None else f"{p:.3g}"
+
+
+def _seed_cells(records: Sequence[RunRecord], verified: dict[str, list[dict[str, Any]]]) -> list[list[Cell]]:
     """One row per seed; its swatch is its colour on the curves plot."""
     cells = []
     for i, r in enumerate(records):
@@ -509,6 +517,7 @@ def _seed_cells(records: Sequence[RunRecord]) -> list[list[Cell]]:
             Cell(seconds_text(seconds), seconds),
             Cell("-" if r.images_per_s is None else f"{r.images_per_s:,.0f}", r.images_per_s),
             Cell(r.created or "-"), Cell(r.weights or "-"),
+            Cell("; ".join(sorted({str(v.get("verdict")) for v in verified.get(r.run_id, [])})) or "-"),
         ])
     return cells
 

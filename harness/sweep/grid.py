@@ -29,7 +29,6 @@ from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
 
-
 from cnnbench.errors import BenchError, PluginError, UsageError
 from cnnbench.files import NotARegularFile, read_regular
 from cnnbench.launcher import Launcher, claim_jobs

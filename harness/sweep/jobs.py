@@ -28,13 +28,15 @@ import time
 from pathlib import Path
 from typing import Any
 
-from cnnbench.errors import BenchError, RunInterrupted, Terminated, UsageError, on_sigterm
+from cnnbench.errors import BenchError, RecordError, RunInterrupted, Terminated, UsageError, on_sigterm
 from cnnbench.files import read_regular
 from cnnbench.launcher import JobClaim, release_claim
 from cnnbench.records import Job
 from cnnbench.registry import get_registry
-from cnnbench.runrecord import RunRecord
+from cnnbench.runrecord import RunRecord, read_record
 from cnnbench.training.plan import Overrides, make_plan
+from cnnbench.verify.replay import verify_run
+from cnnbench.verify.store import append_verification
 
 MAX_SPEC_BYTES = 2**20
 PR_SET_PDEATHSIG = 1  # linux/prctl.h
@@ -45,8 +47,11 @@ def job_to_json(job: Job) -> dict[str, Any]:
 
 
 def job_from_json(data: dict[str, Any]) -> Job:
+    task = data.get("task", "train")
+    if task not in ("train", "verify"):
+        raise ValueError(f"unknown job task {task!r}")
     return Job(data["key"], data["model"], int(data["seed"]), dict(data["overrides"]),
-               tuple(data.get("plugin_modules", ())))
+               tuple(data.get("plugin_modules", ())), task)
 
 
 def find_job_checkpoint(results_dir: Path, key: str) -> dict[str, Any] | None:
@@ -63,7 +68,11 @@ def find_job_checkpoint(results_dir: Path, key: str) -> dict[str, Any] | None:
 
 def run_job(job: Job, results_dir: str | Path, data_dir: str | None, threads: int | None,
             launch: dict[str, Any]) -> tuple[RunRecord, Path]:
-    """Train ``job`` (or resume its checkpoint) into ``results_dir``; returns ``(record, path)``."""
+    """Train ``job`` (or resume its checkpoint) into ``results_dir``; returns ``(record, path)``. A verify
+    job trains its recorded run again and appends the verification beside it (``RecordError`` when the
+    run is not reproduced, so the job fails)."""
+    if job.task == "verify":
+        return verify_job(job, Path(results_dir), data_dir)
     from cnnbench.training.resume import resume_state  # lazy: torch
     from cnnbench.training.train import train  # lazy: torch
 
@@ -77,6 +86,20 @@ def run_job(job: Job, results_dir: str | Path, data_dir: str | None, threads: in
     overrides = Overrides(**{**job.overrides, "results_dir": str(results_dir), "data_dir": data_dir,
                              "threads": threads, "progress": False, "launch": launch})
     return train(make_plan(registry, job.model, overrides), job.seed, registry.hook)
+
+
+def verify_job(job: Job, results_dir: Path, data_dir: str | None) -> tuple[RunRecord, Path]:
+    path = results_dir / f"{job.overrides['run_id']}.json"
+    try:
+        record = read_record(path)
+    except ValueError as exc:
+        raise RecordError(f"{path}: not a readable run record ({exc})") from None
+    verification = verify_run(record, path, data_dir, job.overrides.get("epochs"))
+    written = append_verification(results_dir, record.run_id, verification)
+    print(f"{record.run_id}: {verification['verdict']} ({written})", flush=True)
+    if verification["verdict"] == "not reproduced":
+        raise RecordError(f"run {record.run_id} not reproduced; see {written}")
+    return record, path
 
 
 def die_with_parent(parent: int) -> None:
