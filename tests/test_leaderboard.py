@@ -246,15 +246,31 @@ def test_write_refuses_a_readme_without_markers(results: Path, tmp_path: Path):
     assert res.exit_code == 1 and "markers" in res.output
 
 
+def _tracked_results() -> list[Path] | None:
+    """The files git tracks in results/ (None: not a git checkout)."""
+    listed = subprocess.run(["git", "ls-files", "-z", "--", "results"], cwd=ROOT, capture_output=True, text=True)
+    if listed.returncode != 0:
+        return None
+    return [ROOT / p for p in sorted(listed.stdout.split("\0")) if p and Path(p).parent == Path("results")]
+
+
 def _committed_records() -> list[RunRecord]:
     """The records git tracks in results/: a run of one's own, not yet committed, does not make the files stale."""
-    from cnnbench.runrecord import read_record
+    from cnnbench.runrecord import is_record_file, read_record
 
-    listed = subprocess.run(["git", "ls-files", "-z", "--", "results"], cwd=ROOT, capture_output=True, text=True)
-    if listed.returncode != 0:  # not a git checkout: every record there
+    tracked = _tracked_results()
+    if tracked is None:  # not a git checkout: every record there
         return lb.load_records(ROOT / "results")
-    tracked = [Path(p) for p in listed.stdout.split("\0") if p.endswith(".json")]
-    return [read_record(ROOT / p) for p in sorted(tracked) if p.parent == Path("results")]
+    return [read_record(p) for p in tracked if is_record_file(p)]
+
+
+def _committed_verifications(records: list[RunRecord]) -> dict[str, list[dict]]:
+    """The passing verifications in the verification files git tracks (a verification of one's own does not count)."""
+    from cnnbench.verify.store import passing, verification_path
+
+    results, tracked = ROOT / "results", set(_tracked_results() or [])
+    return {r.run_id: found for r in records
+            if verification_path(results, r.run_id) in tracked and (found := passing(results, r.run_id))}
 
 
 def _committed_rows() -> list[lb.Row]:
@@ -263,7 +279,8 @@ def _committed_rows() -> list[lb.Row]:
     registry = get_registry()
     sizes = {n: (e.record.train_size, e.record.test_size) for n, e in registry.entries("datasets").items()}
     targets = registry.targets()
-    rows = lb.build_rows(lb.group_records(_committed_records()), targets, sizes)
+    records = _committed_records()
+    rows = lb.build_rows(lb.group_records(records, _committed_verifications(records)), targets, sizes)
     return lb.sort_rows(rows, "acc", [t.id for t in targets])
 
 

@@ -328,8 +328,7 @@ def _vm_hwm() -> int | None:
 def record_setting(record: RunRecord, key: str, default: object) -> object:
     """A speed setting of a record (``fast_path``, else a field or extra key of that name); absent (older
     records) is ``default``."""
-    fast_path = getattr(record, "fast_path", None) or {}
-    value = fast_path.get(key) if isinstance(fast_path, dict) else None
+    value = record.fast_path.get(key)
     if value is None:
         value = getattr(record, key, None)
     if value is None:
