@@ -46,6 +46,7 @@ DEFAULT_PLUGINS = (
     "mnist_models",
     "cifar_models",
     "fast_models",
+    "tiny_models",
     "normalizers",
     "augment_rotation",
     "augment_cifar",

@@ -220,7 +220,7 @@ def test_convert_is_the_ffcv_plugins_command():
 
 
 def test_list_pattern_without_match_is_one_line():
-    assert_one_line_error(bench("list", "models", "--pattern", "resnet*"), "no model matches 'resnet*'", "mnist_gap")
+    assert_one_line_error(bench("list", "models", "--pattern", "vgg*"), "no model matches 'vgg*'", "mnist_gap")
 
 
 def test_run_help_shows_the_limit_options():
