@@ -45,6 +45,7 @@ from cnnbench.records import Recipe
 
 SCHEMA_VERSION = 4
 VERIFICATION_SUFFIX = ".verify.json"  # bench verify's files beside the records (not records)
+DEPLOY_SUFFIX = ".deploy.json"  # bench deploy's files beside the records (not records)
 REQUIRED = ("run_id", "model", "dataset", "params", "epochs", "final_test_acc", "best_test_acc")
 MAX_RECORD_BYTES = 16 * 2**20  # a record is a few kB (15 kB with a 10-class confusion matrix)
 
@@ -353,8 +354,8 @@ def record_json(record: RunRecord) -> bytes:
 
 
 def is_record_file(path: Path) -> bool:
-    """``*.json`` in a results folder, but not a verification file."""
-    return path.suffix == ".json" and not path.name.endswith(VERIFICATION_SUFFIX)
+    """``*.json`` in a results folder, but not a verification or deployment file."""
+    return path.suffix == ".json" and not path.name.endswith((VERIFICATION_SUFFIX, DEPLOY_SUFFIX))
 
 
 def write_record(record: RunRecord, results_dir: Path, weights: bytes | None = None) -> Path:

@@ -19,7 +19,7 @@ def cnnbench_models() -> list[ModelSpec]:
             "MLPerf Tiny IC01 reference: 3x3 stem (16), three residual stages (16, 32, 64; 1x1 stride-2 "
             "shortcuts), 8x8 average pool, dense 10; convs with biases",
             "MLPerf Tiny IC01 (85% int8 target; 87.0% published on an STM32 board after 500 epochs)", 78_186,
-            Recipe(epochs=10, batch_size=256, optimizer="sgd", lr=0.2, momentum=0.9, nesterov=True,
+            Recipe(epochs=8, batch_size=256, optimizer="sgd", lr=0.2, momentum=0.9, nesterov=True,
                    weight_decay=5e-4, scheduler="onecycle", augmentation="cifar-flip-shift", label_smoothing=0.1),
         ),
     ]
