@@ -34,7 +34,7 @@ from cnnbench.runrecord import EpochStats, RunInfo, RunRecord
 deprecated.add_dict_access(RunInfo, EpochStats, RunRecord)  # plugin API 0.1 hooks read dicts
 deprecated.install_old_import_paths()  # import harness, cnnbench.train ... (0.1 paths)
 
-__version__ = "0.2.0"
+__version__ = "0.3.0"
 __all__ = [
     "API_VERSION",
     "AugmentationSpec",

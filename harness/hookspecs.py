@@ -51,7 +51,7 @@ if TYPE_CHECKING:
     from cnnbench.runrecord import EpochStats, RunInfo, RunRecord
 
 PROJECT = "cnnbench"
-API_VERSION = "1.0"
+API_VERSION = "1.1"
 
 
 def parse_api_version(text: str) -> tuple[int, int]:
@@ -149,6 +149,9 @@ def cnnbench_targets() -> list[Target]:
     .. versionadded:: 0.1
     .. versionchanged:: 1.0
        ``Target.max_seconds`` (time budgets per hardware class) and ``allow_tta``.
+    .. versionchanged:: 1.1
+       Deployment budgets: ``Target.min_int8_acc`` and ``max_model_bytes``, checked on ``bench deploy``'s
+       measurements; ``min_test_acc=0`` for a target about the int8 model alone.
     """
 
 

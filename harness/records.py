@@ -146,7 +146,11 @@ class Target:
 
     ``min_seeds``: a configuration with fewer distinct seeds is "provisional", not "pass", however
     good its mean. ``confidence`` (e.g. 0.95): the one-sided t-test that the mean reaches the target
-    must also give p <= 1 - confidence (None: the p-value is shown, not required)."""
+    must also give p <= 1 - confidence (None: the p-value is shown, not required).
+
+    Deployment budgets, checked on ``bench deploy``'s measurements of every seed: ``min_int8_acc``, the
+    mean int8 top-1 (a fraction); ``max_model_bytes``, the largest int8 model's stored bytes. A target
+    about int8 alone sets ``min_test_acc`` to 0 (no fp32 requirement)."""
 
     id: str
     dataset: str
@@ -159,16 +163,21 @@ class Target:
     allow_tta: bool = True
     min_seeds: int = 1
     confidence: float | None = None
+    min_int8_acc: float | None = None
+    max_model_bytes: int | None = None
 
     def rule(self) -> str:
         epochs = f", <= {self.max_epochs} epochs" if self.max_epochs is not None else ""
+        deploy = (f", int8 >= {self.min_int8_acc:.2%} test acc" if self.min_int8_acc is not None else "") + (
+            f", int8 model <= {self.max_model_bytes:,} bytes" if self.max_model_bytes is not None else "")
         budget = ", ".join(f"{seconds:g} s on {hardware}" for hardware, seconds in self.max_seconds)
         extra = (f", <= {budget} per run" if budget else "") + ("" if self.allow_tta else ", no TTA")
         if self.min_seeds > 1:
             extra += f", >= {self.min_seeds} seeds"
         if self.confidence is not None:
             extra += f", mean above at {self.confidence:.0%} confidence"
-        return f">= {self.min_test_acc:.2%} test acc, < {self.params_below:,} params{epochs}{extra}"
+        accuracy = f">= {self.min_test_acc:.2%} test acc, " if self.min_test_acc > 0 else ""
+        return f"{accuracy}< {self.params_below:,} params{epochs}{deploy}{extra}"
 
     def time_budget(self, hardware_class: str) -> float | None:
         """The wall-seconds bound for runs on ``hardware_class`` (None: the target has none for it)."""

@@ -1,5 +1,6 @@
-"""The targets: the published ones the seed documents set themselves, and cnnbench's fast targets,
-which bound each run's wall time per hardware class (``Target.max_seconds``)."""
+"""The targets: the published ones the seed documents set themselves, cnnbench's fast targets,
+which bound each run's wall time per hardware class (``Target.max_seconds``), and deployment targets,
+which bound the int8 model's accuracy and bytes (``Target.min_int8_acc``, ``max_model_bytes``)."""
 
 from __future__ import annotations
 
@@ -26,6 +27,13 @@ def cnnbench_targets() -> list[Target]:
         Target("cifar10-200k-fast", "cifar10", 0.85, 200_000, None, "cnnbench",
                "85% with < 200k params, a whole run within 15 min on 2 CPU cores or 10 s on one H100",
                max_seconds=((FAST_CPU, 900.0), (FAST_H100, 10.0)), min_seeds=SEEDS),
+        # Deployment targets: measured on the int8 model (bench deploy), not the fp32 one.
+        Target("cifar10-tiny-int8", "cifar10", 0.0, 80_000, None, "MLPerf Tiny IC01",
+               "MLPerf Tiny's image classification: int8 top-1 >= 85% with < 80k params (its ResNet-8: 78k)",
+               min_int8_acc=0.85, min_seeds=SEEDS),
+        Target("mnist-int8-10kb", "mnist", 0.0, 10_000, None, "cnnbench",
+               "int8 top-1 >= 99.3% in at most 10 KiB of int8 model (weights, biases, scales)",
+               min_int8_acc=0.993, max_model_bytes=10_240, min_seeds=SEEDS),
         Target("cifar10-200k-91", "cifar10", 0.91, 200_000, None, "cnnbench",
                "91% with < 200k params: the ceiling of a tiny budget, any epoch count", min_seeds=SEEDS),
     ]

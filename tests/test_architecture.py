@@ -1,7 +1,8 @@
 """The architecture, held by tests over every module of harness/ and plugins/ (docs/architecture.md).
 
 - The dependency rule: ``cnnbench.cli`` -> ``cnnbench.sweep`` -> ``cnnbench.reports`` ->
-  ``cnnbench.verify`` -> ``cnnbench.training`` -> the core (the top-level modules). A module imports only from its own
+  ``cnnbench.deploy`` -> ``cnnbench.verify`` -> ``cnnbench.training`` -> the core (the top-level
+  modules). A module imports only from its own
   layer or the layers to its right; the built-in plugins never import ``cnnbench.cli``, and no core
   or layer module imports a plugin.
 - No import cycles among the modules' top-level imports.
@@ -18,8 +19,8 @@ from pathlib import Path
 import pytest
 from support import ROOT
 
-LAYERS = ("core", "training", "verify", "reports", "sweep", "cli")  # left may not import right
-PLUGIN_MAY_IMPORT = ("core", "training", "verify", "reports", "sweep")
+LAYERS = ("core", "training", "verify", "deploy", "reports", "sweep", "cli")  # left may not import right
+PLUGIN_MAY_IMPORT = ("core", "training", "verify", "deploy", "reports", "sweep")
 # Libraries worth keeping out of ``bench --help`` (about 0.3 s): the big ones, and the small ones
 # that each cost tens of milliseconds to import here (tabulate ~50 ms, tqdm.auto ~65 ms, jinja2 ~47 ms).
 HEAVY = {

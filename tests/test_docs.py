@@ -375,7 +375,7 @@ def test_plugin_guide_example_runs_from_its_folder(tmp_path, data_dir):
 
 def hook_table() -> dict[str, tuple[str, str]]:
     """docs/plugins.md's hook table: hook -> (added, changed)."""
-    rows = re.findall(r"^\| `(cnnbench_\w+)\(.*?\)` \|.*\|\s*([\d.]*)\s*\|\s*([\d.]*)\s*\|$",
+    rows = re.findall(r"^\| `(cnnbench_\w+)\(.*?\)` \|.*\|\s*([\d.]*)\s*\|\s*([\d., ]*?)\s*\|$",
                       (ROOT / "docs" / "plugins.md").read_text(), re.M)
     return {name: (added, changed) for name, added, changed in rows}
 

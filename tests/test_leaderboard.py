@@ -157,7 +157,8 @@ def test_filters_by_model_and_dataset(results: Path):
 @pytest.mark.parametrize(
     "args, listed",
     [
-        (["--target", "nope"], "valid targets: cifar10-200k, cifar10-200k-91, cifar10-200k-fast, mnist-10k"),
+        (["--target", "nope"],
+         "valid targets: cifar10-200k, cifar10-200k-91, cifar10-200k-fast, cifar10-tiny-int8, mnist-10k"),
         (["--model", "nope"], "mnist_gap"),
         (["--dataset", "nope"], "valid datasets: cifar10, mnist"),
     ],

@@ -13,7 +13,7 @@ from typing import Any
 import click
 
 from cnnbench import __version__, deprecated
-from cnnbench.cli import reports, run, speed, sweep, verify
+from cnnbench.cli import deploy, reports, run, speed, sweep, verify
 from cnnbench.errors import BenchError, PluginError, RunInterrupted, Terminated
 from cnnbench.registry import call_each_plugin, registry_from
 
@@ -105,7 +105,7 @@ def main(plugins: tuple[str, ...], blocked: tuple[str, ...]) -> None:
     """cnnbench: train small CNNs on MNIST and CIFAR-10 and check them against published targets."""
 
 
-for _module in (run, reports, sweep, speed, verify):  # each command module exports COMMANDS
+for _module in (run, reports, sweep, speed, verify, deploy):  # each command module exports COMMANDS
     for _command in _module.COMMANDS:
         main.add_command(_command)
 

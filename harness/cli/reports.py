@@ -88,7 +88,8 @@ def leaderboard(ctx: click.Context, results_dir: str, fmt: str, targets: tuple[s
     records = load_records_quietly(results_dir)
     _check_filters(registry, records, targets, datasets, models)
     all_targets = registry.targets()
-    groups = lb.group_records(records, lb.load_verifications(results_dir, records))
+    groups = lb.group_records(records, lb.load_verifications(results_dir, records),
+                              lb.load_deployments(results_dir, records))
     rows = lb.build_rows(groups, all_targets, _dataset_sizes(registry))
     rows = lb.sort_rows(rows, sort_by, [t.id for t in all_targets])
     if write:

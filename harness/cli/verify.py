@@ -16,6 +16,7 @@ from typing import Any
 import click
 
 from cnnbench.cli.sweep import make_launcher
+from cnnbench.deploy import store as deploy_store
 from cnnbench.errors import BenchError, UsageError, on_sigterm
 from cnnbench.records import Job, LaunchOptions
 from cnnbench.registry import registry_from
@@ -172,13 +173,17 @@ def check(results_dir: str, check_weights: bool) -> None:
             return weights_sha256(load_weights(path))
 
     result = check_results(Path(results_dir), digest)
-    for problem in result.problems:
+    folder = Path(results_dir)
+    run_ids = {p.stem for p in folder.glob("*.json") if is_record_file(p)} if folder.is_dir() else set()
+    deployments, deploy_problems = deploy_store.check_deployments(folder, run_ids) if folder.is_dir() else (0, [])
+    problems = result.problems + deploy_problems
+    for problem in problems:
         click.echo(f"bad: {problem}", err=True)
     old = len(result.not_fingerprinted)
     click.echo(f"{result.checked} records checked in {results_dir}: {result.fingerprinted} fingerprinted, "
-               f"{old} not fingerprinted (older schema), {len(result.problems)} problems")
-    if not result.ok:
-        raise BenchError(f"{len(result.problems)} problems in {results_dir}")
+               f"{old} not fingerprinted (older schema); {deployments} deployments; {len(problems)} problems")
+    if problems:
+        raise BenchError(f"{len(problems)} problems in {results_dir}")
 
 
 @click.command()

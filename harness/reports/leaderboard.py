@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from cnnbench.choices import BOARD_FORMATS
+from cnnbench.deploy import store as deploy_store
 from cnnbench.errors import BenchError
 from cnnbench.records import Target
 from cnnbench.reports import stats
@@ -63,7 +64,12 @@ RULE = (
     "mean reaches the target (small is strong evidence; none for one seed). \"wall\" is the median wall time "
     "per run (json and csv also give MLPerf's mean without the fastest and slowest run, from five runs). "
     "\"verified\" counts the seeds whose run bench verify reproduced (exactly, or within its stated "
-    "tolerance on other hardware)."
+    "tolerance on other hardware). \"int8\" is the mean top-1 of the runs' int8 models (bench deploy: ONNX "
+    "Runtime static quantization, calibrated on training images) with its change from their fp32 ONNX "
+    "accuracy in points (no test-time augmentation); \"int8 B\" the largest int8 model's stored bytes; \"ms\" "
+    "the median batch-1 latency, fp32/int8, on one thread of the machine that deployed them. A target with a "
+    "deployment budget (int8 accuracy, model bytes) needs every seed deployed; the int8 mean must reach it "
+    "and the largest int8 model fit its bytes."
 )
 
 
@@ -75,6 +81,7 @@ class Group:
     records: list[RunRecord] = field(default_factory=list)
     superseded: list[RunRecord] = field(default_factory=list)  # older records of a seed already counted
     verified: dict[str, list[dict[str, Any]]] = field(default_factory=dict)  # run id -> passing verifications
+    deployed: dict[str, dict[str, Any]] = field(default_factory=dict)  # run id -> its deployment (bench deploy)
 
     def summary(self) -> stats.Summary:
         return stats.summarize(self.finals)
@@ -95,6 +102,34 @@ class Group:
             for r in self.records for v in self.verified.get(r.run_id, [])
         }
         return sorted(places)
+
+    def deployments(self) -> list[dict[str, Any]]:
+        """The deployments of this group's runs (those that have one)."""
+        return [self.deployed[r.run_id] for r in self.records if r.run_id in self.deployed]
+
+    def fully_deployed(self) -> bool:
+        return all(r.run_id in self.deployed for r in self.records)
+
+    def int8_mean(self) -> float | None:
+        found = self.deployments()
+        return statistics.fmean(float(d["int8"]["acc"]) for d in found) if found else None
+
+    def int8_drop_mean(self) -> float | None:
+        """Mean change int8 - fp32 (ONNX Runtime, same test set), as a fraction; negative is a loss."""
+        found = self.deployments()
+        return statistics.fmean(-float(d["int8"]["drop"]) for d in found) if found else None
+
+    def int8_bytes(self) -> int | None:
+        found = self.deployments()
+        return max(int(d["int8"]["model_bytes"]["total"]) for d in found) if found else None
+
+    def latency_ms(self, precision: str) -> float | None:
+        found = self.deployments()
+        return statistics.median(float(d[precision]["latency"]["median_ms"]) for d in found) if found else None
+
+    def peak_activation_bytes(self) -> int | None:
+        found = self.deployments()
+        return max(int(d["int8"]["peak_activation"]["bytes"]) for d in found) if found else None
 
     @property
     def first(self) -> RunRecord:
@@ -212,6 +247,13 @@ class Row:
             "verified_runs": g.verified_runs(),
             "verified_where": g.verified_where(),
             "fused_seeds": g.fused_seeds(),
+            "deployed": len(g.deployments()),
+            "int8_acc_mean": g.int8_mean(),
+            "int8_change_mean": g.int8_drop_mean(),
+            "int8_model_bytes": g.int8_bytes(),
+            "fp32_latency_ms": g.latency_ms("fp32"),
+            "int8_latency_ms": g.latency_ms("int8"),
+            "int8_peak_activation_bytes": g.peak_activation_bytes(),
             "runs": [x.run_id for x in g.records],
             "superseded_runs": [x.run_id for x in g.superseded],
         }
@@ -236,19 +278,30 @@ def load_verifications(results_dir: Path | str, records: Iterable[RunRecord]) ->
     return found
 
 
+def load_deployments(results_dir: Path | str, records: Iterable[RunRecord]) -> dict[str, dict[str, Any]]:
+    """The deployment of each record that has a readable deployment file beside it (``bench deploy``)."""
+    found = {}
+    for record in records:
+        deployment = deploy_store.deployment_of(Path(results_dir), record.run_id)
+        if deployment is not None:
+            found[record.run_id] = deployment
+    return found
+
+
 def load_records(results_dir: Path | str) -> list[RunRecord]:
     """Every usable record (bad files warn through ``iter_records``)."""
     return [loaded.data for loaded in iter_records(Path(results_dir))]
 
 
-def group_records(records: Iterable[RunRecord], verified: dict[str, list[dict[str, Any]]] | None = None
-                  ) -> list[Group]:
+def group_records(records: Iterable[RunRecord], verified: dict[str, list[dict[str, Any]]] | None = None,
+                  deployed: dict[str, dict[str, Any]] | None = None) -> list[Group]:
     """Records by configuration, one per seed: the newest record of a seed stands for it, so n and
     the std count distinct seeds; the others are kept as ``superseded``. ``verified``: the passing
-    verifications by run id (``load_verifications``)."""
+    verifications by run id (``load_verifications``); ``deployed``: deployments by run id (``load_deployments``)."""
     groups: dict[tuple[Any, ...], Group] = {}
     for record in sorted(records, key=lambda r: r.run_id, reverse=True):
-        group = groups.setdefault(group_key(record), Group(group_key(record), verified=verified or {}))
+        group = groups.setdefault(group_key(record), Group(group_key(record), verified=verified or {},
+                                                                deployed=deployed or {}))
         seen = {r.seed for r in group.records}
         (group.superseded if record.seed is not None and record.seed in seen else group.records).append(record)
     for group in groups.values():
@@ -275,7 +328,8 @@ def is_subset(group: Group, sizes: dict[str, tuple[int, int]]) -> bool:
 def check(group: Group, target: Target, subset: bool = False) -> Row:
     """Target arithmetic for one group: status, first epoch at the target, time to it."""
     goal = target.min_test_acc - EPS
-    reached = next(((e, s) for e, acc, s in group.mean_curve() if acc >= goal), (None, None))
+    reached = next(((e, s) for e, acc, s in group.mean_curve() if acc >= goal), (None, None)) \
+        if target.min_test_acc > 0 else (None, None)
     failures = []
     if group.mean_final() < goal:
         failures.append("acc")
@@ -289,6 +343,7 @@ def check(group: Group, target: Target, subset: bool = False) -> Row:
     if not target.allow_tta and any(r.recipe.get("tta", "none") != "none" for r in group.records):
         failures.append("tta")
     failures.extend(time_failures(group, target))
+    failures.extend(deployment_failures(group, target))
     p_value = group.p_reaching(target.min_test_acc)
     if target.confidence is not None and (p_value is None or p_value > 1 - target.confidence):
         failures.append(f"not {target.confidence:.0%} confident")
@@ -325,6 +380,23 @@ def time_failures(group: Group, target: Target) -> list[str]:
     return sorted(failures)
 
 
+def deployment_failures(group: Group, target: Target) -> list[str]:
+    """Why the group misses the target's deployment budget: seeds not deployed, the int8 mean below the
+    target, the largest int8 model over its bytes (empty when the target has no such budget)."""
+    if target.min_int8_acc is None and target.max_model_bytes is None:
+        return []
+    missing = len(group.records) - len(group.deployments())
+    if missing:
+        return [f"{missing} of {len(group.records)} not deployed"]
+    failures = []
+    int8, size = group.int8_mean(), group.int8_bytes()
+    if target.min_int8_acc is not None and (int8 is None or int8 < target.min_int8_acc - EPS):
+        failures.append("int8 acc")
+    if target.max_model_bytes is not None and (size is None or size > target.max_model_bytes):
+        failures.append("bytes")
+    return failures
+
+
 def build_rows(
     groups: list[Group], targets: list[Target], sizes: dict[str, tuple[int, int]] | None = None
 ) -> list[Row]:
@@ -347,7 +419,8 @@ ROW_FIELDS = [
     "best_epoch_mean", "reached_epoch", "time_to_target_s",
     "params", "epochs", "images_per_s", "device_shared_by", "fused_seeds", "hardware", "hardware_class",
     "wall_s_max", "wall_s_median", "wall_s_trimmed_mean", "verified", "verified_runs", "verified_where",
-    "runs", "superseded_runs",
+    "deployed", "int8_acc_mean", "int8_change_mean", "int8_model_bytes", "fp32_latency_ms", "int8_latency_ms",
+    "int8_peak_activation_bytes", "runs", "superseded_runs",
 ]
 
 

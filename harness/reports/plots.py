@@ -147,9 +147,11 @@ def pareto_front(points: Sequence[FieldPoint]) -> list[FieldPoint]:
     return front
 
 
-def field_plot(points: Sequence[FieldPoint], boxes: Sequence[TargetBox], title: str) -> str:
+def field_plot(points: Sequence[FieldPoint], boxes: Sequence[TargetBox], title: str,
+               xlabel: str = "parameters (log scale)",
+               ylabel: str = "final test accuracy (%), mean and min-max over seeds") -> str:
     """Mean final test accuracy against parameters (log), min-max bars over seeds, targets as shaded boxes,
-    the Pareto front; each point links to ``point.href``."""
+    the Pareto front; each point links to ``point.href``. The int8 twin passes bytes as ``params``."""
     from matplotlib.figure import Figure  # lazy: matplotlib
     from matplotlib.patches import Rectangle  # lazy: matplotlib
     from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter, NullLocator  # lazy: matplotlib
@@ -193,8 +195,8 @@ def field_plot(points: Sequence[FieldPoint], boxes: Sequence[TargetBox], title: 
     ax.xaxis.set_minor_locator(NullLocator())
     ax.xaxis.set_minor_formatter(NullFormatter())
     ax.yaxis.set_major_formatter(FuncFormatter(_plain))
-    ax.set_xlabel("parameters (log scale)")
-    ax.set_ylabel("final test accuracy (%), mean and min-max over seeds")
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
     ax.set_title(text(title), loc="left")
     ax.legend(loc="lower right", framealpha=0.9)
     return svg_of(fig)

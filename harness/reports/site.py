@@ -231,7 +231,8 @@ def build_site(records: Sequence[RunRecord], targets: Sequence[Target], out: Pat
     targets = list(targets)
     output = _Output(Path(out), results_dir)
     verified = lb.load_verifications(results_dir, records) if results_dir is not None else {}
-    groups = lb.group_records(records, verified)
+    deployed = lb.load_deployments(results_dir, records) if results_dir is not None else {}
+    groups = lb.group_records(records, verified, deployed)
     rows = lb.sort_rows(lb.build_rows(groups, targets, sizes), "acc", [t.id for t in targets])
     configs = make_configs(rows, sizes)
     site = Site(Path(out), Path(out) / "index.html")
@@ -265,6 +266,7 @@ def _draw_plots(output: _Output, configs: Sequence[Config], targets: Sequence[Ta
             files.append((name, output.stale(name, (panels, target.min_test_acc)),
                           (plots.time_plot, (panels, target.min_test_acc))))
     fields = {d: _field_job(d, configs, targets) for d in _datasets(configs, targets)}
+    fields.update({f"{d}{INT8}": _int8_field_job(d, configs, targets) for d in _datasets(configs, targets)})
     todo = [job for _, stamp, job in files if stamp] + [job for job in fields.values() if job]
     drawn = iter(plots.draw_all(todo))
     for name, stamp, _ in files:
@@ -291,6 +293,7 @@ class DatasetPart:
     name: str
     field: FieldFigure | None
     sections: list[LeaderboardSection]
+    int8_field: FieldFigure | None = None  # int8 accuracy against int8 bytes, where runs were deployed
 
     @property
     def anchor(self) -> str:
@@ -321,7 +324,8 @@ def index_page(configs: list[Config], rows: list[lb.Row], targets: list[Target],
     parts = [
         DatasetPart(dataset, _field_figure(dataset, [c for c in configs if c.dataset == dataset], field_svgs[dataset]),
                     leaderboard_sections([r for r in rows if r.group.first.dataset == dataset],
-                                         lambda g: links.get(id(g))))
+                                         lambda g: links.get(id(g))),
+                    _int8_figure(dataset, field_svgs.get(f"{dataset}{INT8}", "")))
         for dataset in _datasets(configs, targets)
     ]
     return page("report-index.html", "cnnbench report", _index_nav(configs, targets), summary=_index_summary(configs),
@@ -341,6 +345,39 @@ def _field_job(dataset: str, configs: Sequence[Config], targets: Sequence[Target
     if not points and not boxes:
         return None
     return plots.field_plot, (points, boxes, f"{dataset}: final test accuracy against parameters")
+
+
+INT8 = ":int8"  # the key of a dataset's int8 field plot
+
+
+def _int8_field_job(dataset: str, configs: Sequence[Config], targets: Sequence[Target]) -> plots.Job | None:
+    """The int8 twin of the field plot: each deployed configuration's mean int8 accuracy against its int8
+    model bytes; targets with a byte budget as boxes."""
+    points = []
+    for c in configs:
+        found = c.group.deployments()
+        if c.dataset != dataset or c.subset or not found:
+            continue
+        accs = [float(d["int8"]["acc"]) for d in found]
+        points.append(plots.FieldPoint(c.group.int8_bytes() or 0, statistics.fmean(accs), min(accs), max(accs),
+                                       c.label, c.page, c.passes()))
+    boxes = [plots.TargetBox(f"{t.id}: int8 >= {(t.min_int8_acc or 0):.2%}, <= {t.max_model_bytes:,} bytes",
+                             t.min_int8_acc or 0.0, t.max_model_bytes + 1)
+             for t in targets if t.dataset == dataset and t.max_model_bytes is not None]
+    if not points:
+        return None
+    return plots.field_plot, (points, boxes, f"{dataset}: int8 test accuracy against int8 model bytes",
+                              "int8 model bytes (log scale)", "int8 test accuracy (%), mean and min-max over seeds")
+
+
+def _int8_figure(dataset: str, svg: str) -> FieldFigure | None:
+    if not svg:
+        return None
+    caption = ("The same configurations deployed (bench deploy): mean int8 top-1 on the test set against the "
+               "int8 model's stored bytes (weights at one byte, biases, scales), the bar spanning the seeds; "
+               "shaded boxes are targets with a byte budget. Only configurations with a deployment appear.")
+    return FieldFigure(plots.inline_svg(svg, f"int8-{anchor(dataset)}", f"{dataset}: int8 accuracy against bytes"),
+                       caption)
 
 
 def _field_figure(dataset: str, configs: Sequence[Config], svg: str) -> FieldFigure | None:

@@ -1,0 +1,81 @@
+"""Static int8 quantization with ONNX Runtime: QDQ format, int8 weights (per channel by default,
+symmetric) and int8 activations, calibrated on training images only.
+
+The calibration images are a fixed random choice from the training split (seed 0), so a deployment
+is repeatable and never sees a test image.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+from cnnbench.deploy.export import INPUT, UnsupportedModel, unsupported_operator
+
+CalibrationMethod = Literal["minmax", "entropy", "percentile"]
+CALIBRATION_METHODS: tuple[CalibrationMethod, ...] = ("minmax", "entropy", "percentile")
+CALIBRATION_SEED = 0
+BATCH = 64  # images per calibration batch
+
+
+@dataclass(frozen=True)
+class QuantSettings:
+    """How the int8 model is made; recorded with every deployment."""
+
+    calibration_images: int = 1000
+    method: CalibrationMethod = "minmax"
+    per_channel: bool = True
+    format: str = "QDQ"
+    weights: str = "int8, symmetric"
+    activations: str = "int8, asymmetric"
+    split: str = "train"
+    selection: str = f"random without replacement, seed {CALIBRATION_SEED}"
+
+    def as_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def calibration_indices(train_size: int, count: int) -> Any:
+    """``count`` training-image indices, the same for every deployment of a dataset."""
+    import numpy as np  # lazy: numpy
+
+    return np.sort(np.random.default_rng(CALIBRATION_SEED).permutation(train_size)[:count])
+
+
+def _batches(images: Any) -> Iterator[dict[str, Any]]:
+    for start in range(0, len(images), BATCH):
+        yield {INPUT: images[start:start + BATCH]}
+
+
+def quantize(fp32_path: Path, int8_path: Path, calibration: Any, settings: QuantSettings, name: str) -> None:
+    """Write the int8 QDQ model of ``fp32_path`` to ``int8_path``; ``calibration`` is a float32
+    ``N x C x H x W`` array of normalized training images."""
+    from onnxruntime import quantization as q  # lazy: onnxruntime
+
+    class Reader(q.CalibrationDataReader):
+        def __init__(self) -> None:
+            self.batches = _batches(calibration)
+
+        def get_next(self) -> dict[str, Any] | None:
+            return next(self.batches, None)
+
+    method = {"minmax": q.CalibrationMethod.MinMax, "entropy": q.CalibrationMethod.Entropy,
+              "percentile": q.CalibrationMethod.Percentile}[settings.method]
+    prepared = int8_path.with_name(int8_path.stem + ".prepared.onnx")
+    try:
+        with contextlib.redirect_stdout(io.StringIO()):  # the quantizer prints its progress
+            q.quant_pre_process(str(fp32_path), str(prepared))
+            q.quantize_static(
+                str(prepared), str(int8_path), Reader(), quant_format=q.QuantFormat.QDQ,
+                per_channel=settings.per_channel, activation_type=q.QuantType.QInt8,
+                weight_type=q.QuantType.QInt8, calibrate_method=method,
+                extra_options={"ActivationSymmetric": False, "WeightSymmetric": True},
+            )
+    except Exception as exc:  # onnxruntime's quantizer raises many kinds
+        raise UnsupportedModel(f"model {name!r} cannot be quantized to int8: {unsupported_operator(exc)}") from None
+    finally:
+        prepared.unlink(missing_ok=True)
