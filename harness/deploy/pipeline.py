@@ -16,11 +16,16 @@ from typing import Any
 from cnnbench.datadir import resolve_data_dir
 from cnnbench.deploy import export, measure, store
 from cnnbench.deploy.quantize import QuantSettings, calibration_indices, quantize
-from cnnbench.errors import UsageError
+from cnnbench.errors import BenchError, UsageError
 from cnnbench.records import resolve
-from cnnbench.registry import Registry
+from cnnbench.registry import Registry, first_line
 from cnnbench.runrecord import RunRecord
 from cnnbench.training import provenance
+
+
+class DeployFailed(BenchError):
+    """A step of the deployment failed in the libraries it drives (exporter, quantizer, runtime)."""
+
 
 TOOLS = ("torch", "onnx", "onnxruntime", "onnxscript", "numpy", "cnnbench")
 
@@ -77,7 +82,13 @@ def deploy_run(record: RunRecord, results_dir: Path, registry: Registry, data_di
     staged = store.staging_dir(out_dir, record.run_id)
     try:
         load_before = os.getloadavg()[0]
-        result = _measure(record, model, dataset, resolve_data_dir(data_dir), staged, options)
+        try:
+            result = _measure(record, model, dataset, resolve_data_dir(data_dir), staged, options)
+        except BenchError:
+            raise
+        except Exception as exc:  # the exporter's graph failing in ONNX Runtime, a quantizer bug: one line
+            raise DeployFailed(f"run {record.run_id} ({record.model}, {record.normalizer} norm) could not be "
+                               f"deployed: {type(exc).__name__}: {first_line(exc)[:300]}") from exc
         # latency and throughput are only as good as the machine was quiet: say how busy it was
         result["load_average_1min"] = {"before": round(load_before, 2), "after": round(os.getloadavg()[0], 2)}
         result["seconds"] = round(time.perf_counter() - started, 1)
