@@ -27,6 +27,7 @@ def session(path: Path, threads: int, name: str) -> Any:
     QDQ pairs become integer kernels there)."""
     import onnxruntime as ort  # lazy: onnxruntime
 
+    ort.set_default_logger_severity(4)  # errors come back as exceptions; not also printed on stderr
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads
     options.inter_op_num_threads = 1

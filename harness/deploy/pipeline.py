@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import hashlib
 import os
@@ -15,7 +16,7 @@ from typing import Any
 
 from cnnbench.datadir import resolve_data_dir
 from cnnbench.deploy import export, measure, store
-from cnnbench.deploy.quantize import QuantSettings, calibration_indices, quantize
+from cnnbench.deploy.quantize import CORE_OPS, QuantSettings, calibration_indices, quantize
 from cnnbench.errors import BenchError, UsageError
 from cnnbench.records import resolve
 from cnnbench.registry import Registry, first_line
@@ -122,9 +123,18 @@ def _measure(record: RunRecord, model: Any, dataset: Any, data_dir: Path, staged
     fp32_logits = measure.outputs(fp32_eval, x_test)
 
     # --- int8 ----------------------------------------------------------------------------------
-    quantize(fp32_path, int8_path, calibration, options.quant, record.model)
-    int8_eval = measure.session(int8_path, cores, record.model)
-    int8_logits = measure.outputs(int8_eval, x_test)
+    settings = options.quant
+    quantize(fp32_path, int8_path, calibration, settings, record.model)
+    try:
+        int8_eval = measure.session(int8_path, cores, record.model)
+        int8_logits = measure.outputs(int8_eval, x_test)
+    except Exception as exc:  # ONNX Runtime cannot run the graph its quantizer made: quantize the core ops only
+        settings = dataclasses.replace(settings, op_types=CORE_OPS, note=(
+            f"quantizing every op gave a graph ONNX Runtime could not run ({type(exc).__name__}: "
+            f"{first_line(exc)[-160:]}); only {', '.join(CORE_OPS)} quantized"))
+        quantize(fp32_path, int8_path, calibration, settings, record.model)
+        int8_eval = measure.session(int8_path, cores, record.model)
+        int8_logits = measure.outputs(int8_eval, x_test)
 
     # --- speed and memory ----------------------------------------------------------------------
     one = x_test[0]
@@ -167,7 +177,7 @@ def _measure(record: RunRecord, model: Any, dataset: Any, data_dir: Path, staged
             "peak_activation": measure.peak_activation_bytes(fp32_path, 1),
             **speed["int8"],
         },
-        "quantization": options.quant.as_json(),
+        "quantization": settings.as_json(),
         "tools": tool_versions(),
         "machine": provenance.machine(),
         "cpu_flags_digest": hashlib.sha256(" ".join(provenance.cpu_flags()).encode()).hexdigest()[:16],

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import logging
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -20,6 +21,9 @@ CalibrationMethod = Literal["minmax", "entropy", "percentile"]
 CALIBRATION_METHODS: tuple[CalibrationMethod, ...] = ("minmax", "entropy", "percentile")
 CALIBRATION_SEED = 0
 BATCH = 64  # images per calibration batch
+# The ops a microcontroller runtime runs in int8; the fallback when quantizing every op ONNX Runtime can
+# yields a graph it cannot run (seen with group norm's reshapes).
+CORE_OPS = ("Conv", "Gemm", "MatMul", "Add", "Relu", "MaxPool", "AveragePool", "GlobalAveragePool")
 
 
 @dataclass(frozen=True)
@@ -34,6 +38,8 @@ class QuantSettings:
     activations: str = "int8, asymmetric"
     split: str = "train"
     selection: str = f"random without replacement, seed {CALIBRATION_SEED}"
+    op_types: tuple[str, ...] | None = None  # None: every op ONNX Runtime's quantizer handles
+    note: str = ""
 
     def as_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -67,15 +73,19 @@ def quantize(fp32_path: Path, int8_path: Path, calibration: Any, settings: Quant
               "percentile": q.CalibrationMethod.Percentile}[settings.method]
     prepared = int8_path.with_name(int8_path.stem + ".prepared.onnx")
     try:
-        with contextlib.redirect_stdout(io.StringIO()):  # the quantizer prints its progress
+        # the quantizer prints its progress and logs warnings on the root logger (per-channel axes of biases)
+        logging.disable(logging.WARNING)
+        with contextlib.redirect_stdout(io.StringIO()):
             q.quant_pre_process(str(fp32_path), str(prepared))
             q.quantize_static(
                 str(prepared), str(int8_path), Reader(), quant_format=q.QuantFormat.QDQ,
                 per_channel=settings.per_channel, activation_type=q.QuantType.QInt8,
                 weight_type=q.QuantType.QInt8, calibrate_method=method,
+                op_types_to_quantize=list(settings.op_types) if settings.op_types else None,
                 extra_options={"ActivationSymmetric": False, "WeightSymmetric": True},
             )
     except Exception as exc:  # onnxruntime's quantizer raises many kinds
         raise UnsupportedModel(f"model {name!r} cannot be quantized to int8: {unsupported_operator(exc)}") from None
     finally:
+        logging.disable(logging.NOTSET)
         prepared.unlink(missing_ok=True)
