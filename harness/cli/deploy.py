@@ -4,6 +4,7 @@ deployed. Light at import time (click only); torch, onnx and onnxruntime load in
 from __future__ import annotations
 
 import importlib.util
+import signal
 from pathlib import Path
 from typing import Any
 
@@ -13,7 +14,7 @@ from cnnbench.cli.verify import RESULTS_DIR, select_runs
 from cnnbench.deploy import store
 from cnnbench.deploy.pipeline import DeployOptions, deploy_run
 from cnnbench.deploy.quantize import CALIBRATION_METHODS, QuantSettings
-from cnnbench.errors import BenchError, UsageError
+from cnnbench.errors import BenchError, UsageError, on_sigterm
 from cnnbench.formatting import pct
 from cnnbench.registry import registry_from
 
@@ -82,6 +83,7 @@ def deploy(ctx: click.Context, runs: tuple[str, ...], results_dir: str, data_dir
                             per_channel=not per_tensor),
         threads=threads, throughput_batch=throughput_batch,
     )
+    signal.signal(signal.SIGTERM, on_sigterm)  # a kill unwinds: the temporary folder goes with it
     registry = registry_from(ctx)
     rows, failed = [], []
     for path, record in selected:
