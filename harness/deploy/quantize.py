@@ -76,7 +76,10 @@ def quantize(fp32_path: Path, int8_path: Path, calibration: Any, settings: Quant
         # the quantizer prints its progress and logs warnings on the root logger (per-channel axes of biases)
         logging.disable(logging.WARNING)
         with contextlib.redirect_stdout(io.StringIO()):
-            q.quant_pre_process(str(fp32_path), str(prepared))
+            try:
+                q.quant_pre_process(str(fp32_path), str(prepared))
+            except Exception:  # its symbolic shape inference fails on some reshapes: ONNX's own suffices
+                q.quant_pre_process(str(fp32_path), str(prepared), skip_symbolic_shape=True)
             q.quantize_static(
                 str(prepared), str(int8_path), Reader(), quant_format=q.QuantFormat.QDQ,
                 per_channel=settings.per_channel, activation_type=q.QuantType.QInt8,
