@@ -282,7 +282,8 @@ def test_bench_check_checks_deployments(deployed, tmp_path) -> None:
     assert f"there is no record {RUN}.json beside it" in bad.output
 
 
-@pytest.mark.parametrize(("name", "norm", "core_only"), [("cifar_3block", "group", True), ("cifar_fast", "batch", False)])
+@pytest.mark.parametrize(("name", "norm", "core_only"),
+                         [("cifar_3block", "group", True), ("cifar_fast", "batch", False)])
 def test_awkward_graphs_quantize(tmp_path, registry, name: str, norm: str, core_only: bool) -> None:
     """Group norm exports as reshapes around an instance norm; quantizing only the core ops gives a graph
     ONNX Runtime runs at any batch size (the fallback bench deploy takes when the full one fails).
