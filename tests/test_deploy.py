@@ -302,3 +302,18 @@ def test_awkward_graphs_quantize(tmp_path, registry, name: str, norm: str, core_
     for batch in (1, 7):
         out = outputs(session(tmp_path / "int8.onnx", 1, name), calibration[:batch])
         assert out.shape == (batch, 10) and np.isfinite(out).all()
+
+
+@pytest.mark.parametrize("method", ["entropy", "percentile"])
+def test_histogram_calibrators_take_any_count(deployed, tmp_path, method: str) -> None:
+    """130 calibration images (not a multiple of the batch): the histogram calibrators get equal batches."""
+    import numpy as np
+
+    from cnnbench.deploy.measure import outputs, session
+    from cnnbench.deploy.quantize import QuantSettings, quantize
+
+    results, _, _, _ = deployed
+    images = np.random.default_rng(1).standard_normal((130, 1, 28, 28)).astype(np.float32)
+    quantize(results / f"{RUN}.deploy" / "fp32.onnx", tmp_path / "int8.onnx", images,
+             QuantSettings(calibration_images=130, method=method), "mnist_fast")
+    assert outputs(session(tmp_path / "int8.onnx", 1, "mnist_fast"), images[:5]).shape == (5, 10)

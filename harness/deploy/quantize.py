@@ -53,8 +53,11 @@ def calibration_indices(train_size: int, count: int) -> Any:
 
 
 def _batches(images: Any) -> Iterator[dict[str, Any]]:
-    for start in range(0, len(images), BATCH):
-        yield {INPUT: images[start:start + BATCH]}
+    """Equal batches (the entropy and percentile calibrators stack their histograms and refuse a short
+    last batch): the largest size up to ``BATCH`` that divides the count."""
+    size = next(b for b in range(min(BATCH, len(images)), 0, -1) if len(images) % b == 0)
+    for start in range(0, len(images), size):
+        yield {INPUT: images[start:start + size]}
 
 
 def quantize(fp32_path: Path, int8_path: Path, calibration: Any, settings: QuantSettings, name: str) -> None:
