@@ -274,6 +274,15 @@ def _committed_verifications(records: list[RunRecord]) -> dict[str, list[dict]]:
             if verification_path(results, r.run_id) in tracked and (found := passing(results, r.run_id))}
 
 
+def _committed_deployments(records: list[RunRecord]) -> dict[str, dict]:
+    """The deployments in the deployment files git tracks (a deployment of one's own does not count)."""
+    from cnnbench.deploy.store import deployment_of, deployment_path
+
+    results, tracked = ROOT / "results", set(_tracked_results() or [])
+    return {r.run_id: found for r in records
+            if deployment_path(results, r.run_id) in tracked and (found := deployment_of(results, r.run_id))}
+
+
 def _committed_rows() -> list[lb.Row]:
     from cnnbench.registry import get_registry
 
@@ -281,7 +290,8 @@ def _committed_rows() -> list[lb.Row]:
     sizes = {n: (e.record.train_size, e.record.test_size) for n, e in registry.entries("datasets").items()}
     targets = registry.targets()
     records = _committed_records()
-    rows = lb.build_rows(lb.group_records(records, _committed_verifications(records)), targets, sizes)
+    groups = lb.group_records(records, _committed_verifications(records), _committed_deployments(records))
+    rows = lb.build_rows(groups, targets, sizes)
     return lb.sort_rows(rows, "acc", [t.id for t in targets])
 
 
