@@ -32,6 +32,16 @@ def make_registry(*modules: str, blocked: tuple[str, ...] = ()):
     return Registry(make_plugin_manager(modules, blocked))
 
 
+def one_line_error(result, *fragments: str) -> str:
+    """``result`` (a CliRunner result) failed with exactly one line, no traceback, holding every fragment."""
+    assert result.exit_code != 0, result.output
+    lines = [line for line in result.output.strip().splitlines() if line.strip()]
+    assert len(lines) == 1 and "Traceback" not in result.output, result.output
+    for fragment in fragments:
+        assert fragment in lines[0], lines[0]
+    return lines[0]
+
+
 # --- run records: the one factory every test that needs records uses ------------------------------
 
 _run_numbers = itertools.count()

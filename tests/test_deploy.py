@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
-from support import ROOT, make_record, make_registry, write_records
+from support import ROOT, make_record, make_registry, one_line_error, write_records
 
 from cnnbench.cli import main
 from cnnbench.records import Target
@@ -25,15 +25,6 @@ OTHER = "20261122T030417Z-mnist_gap-s0-5a91"  # committed mnist_gap weights
 
 def bench(*args: str):
     return CliRunner().invoke(main, list(args))
-
-
-def one_line_error(result, *fragments: str) -> str:
-    assert result.exit_code != 0, result.output
-    lines = [line for line in result.output.strip().splitlines() if line.strip()]
-    assert len(lines) == 1 and "Traceback" not in result.output, result.output
-    for fragment in fragments:
-        assert fragment in lines[0], lines[0]
-    return lines[0]
 
 
 def copy_run(run_id: str, results: Path) -> Path:

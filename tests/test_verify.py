@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
-from support import ROOT, make_record, write_records
+from support import ROOT, make_record, one_line_error, write_records
 
 from cnnbench.cli import main
 from cnnbench.reports import leaderboard as lb
@@ -25,15 +25,6 @@ SMALL = ["--limit-train", "1024", "--limit-test", "256", "--no-progress"]
 
 def bench(*args: str):
     return CliRunner().invoke(main, list(args))
-
-
-def one_line_error(result, *fragments: str) -> str:
-    assert result.exit_code != 0, result.output
-    lines = [line for line in result.output.strip().splitlines() if line.strip()]
-    assert len(lines) == 1 and "Traceback" not in result.output, result.output
-    for fragment in fragments:
-        assert fragment in lines[0], lines[0]
-    return lines[0]
 
 
 @pytest.fixture(scope="module")

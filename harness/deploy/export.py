@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 from cnnbench.errors import PluginError, RecordError
 from cnnbench.registry import Registry, first_line
 from cnnbench.runrecord import RunRecord
-from cnnbench.verify.replay import load_weights, model_of
+from cnnbench.verify.replay import load_weights, rebuilt_model
 
 if TYPE_CHECKING:
     from torch import nn
@@ -49,12 +49,7 @@ def weights_path(record: RunRecord, results_dir: Path) -> Path:
 def trained_model(record: RunRecord, registry: Registry, weights: Path) -> nn.Module:
     """The run's model as it was evaluated: rebuilt from the plugin, its weights loaded, eval mode.
     A model that changed since the run, or weights of another model, is one line."""
-    model_of(record, registry)
-    model = registry.create_model(record.model, record.normalizer, record.recipe.get("dropout"))
-    params = sum(p.numel() for p in model.parameters())
-    if params != record.params:
-        raise RecordError(f"model {record.model!r} changed since run {record.run_id}: it has {params:,} "
-                          f"parameters now, {record.params:,} recorded")
+    model = rebuilt_model(record, registry)
     state = load_weights(weights)
     wanted = model.state_dict()
     if set(state) != set(wanted):

@@ -10,7 +10,6 @@ import os
 import shutil
 import time
 from dataclasses import dataclass
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
@@ -37,16 +36,6 @@ class DeployOptions:
     threads: int = 1  # latency: batch 1 on this many threads
     throughput_threads: int = 0  # 0: every core
     throughput_batch: int = measure.THROUGHPUT_BATCH
-
-
-def tool_versions() -> dict[str, str]:
-    found = {}
-    for name in TOOLS:
-        try:
-            found[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            continue
-    return found
 
 
 def _sha256(path: Path) -> str:
@@ -178,7 +167,7 @@ def _measure(record: RunRecord, model: Any, dataset: Any, data_dir: Path, staged
             **speed["int8"],
         },
         "quantization": settings.as_json(),
-        "tools": tool_versions(),
+        "tools": provenance.distribution_versions(TOOLS),
         "machine": provenance.machine(),
         "cpu_flags_digest": hashlib.sha256(" ".join(provenance.cpu_flags()).encode()).hexdigest()[:16],
         "git": provenance.git_commit(),

@@ -20,14 +20,19 @@ from typing import Any
 LIBRARIES = ("torch", "torchvision", "numpy", "pluggy", "albumentations", "ffcv", "cnnbench")
 
 
-def library_versions() -> dict[str, str]:
-    versions = {"python": platform.python_version()}
-    for name in LIBRARIES:
+def distribution_versions(names: tuple[str, ...]) -> dict[str, str]:
+    """The installed version of each distribution in ``names`` (those not installed are left out)."""
+    versions = {}
+    for name in names:
         try:
             versions[name] = metadata.version(name)
         except metadata.PackageNotFoundError:
             continue
     return versions
+
+
+def library_versions() -> dict[str, str]:
+    return {"python": platform.python_version(), **distribution_versions(LIBRARIES)}
 
 
 def cpu_name() -> str:

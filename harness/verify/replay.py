@@ -164,14 +164,20 @@ def model_of(record: RunRecord, registry: Registry) -> ModelSpec:
         ) from None
 
 
-def check_model_matches(record: RunRecord, registry: Registry, weights: Path | None) -> None:
-    """The model the plugin builds now has the recorded parameter count and the saved weights' names."""
+def rebuilt_model(record: RunRecord, registry: Registry) -> Any:
+    """The run's model as the plugin builds it now, refused in one line when its parameter count changed."""
     model_of(record, registry)
     model = registry.create_model(record.model, record.normalizer, record.recipe.get("dropout"))
     params = sum(p.numel() for p in model.parameters())
     if params != record.params:
         raise RecordError(f"model {record.model!r} changed since run {record.run_id}: it has {params:,} "
                           f"parameters now, {record.params:,} recorded")
+    return model
+
+
+def check_model_matches(record: RunRecord, registry: Registry, weights: Path | None) -> None:
+    """The model the plugin builds now has the recorded parameter count and the saved weights' names."""
+    model = rebuilt_model(record, registry)
     if weights is not None:
         saved = set(load_weights(weights))
         now = set(model.state_dict())
