@@ -37,6 +37,18 @@ def registry():
     return get_registry()
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _private_cache(tmp_path_factory):
+    """``bench speed`` caches the machine's peak: in a folder of this test session, not the user's ~/.cache."""
+    before = os.environ.get("BENCH_CACHE_DIR")
+    os.environ["BENCH_CACHE_DIR"] = str(tmp_path_factory.mktemp("cache"))
+    yield
+    if before is None:
+        os.environ.pop("BENCH_CACHE_DIR", None)
+    else:
+        os.environ["BENCH_CACHE_DIR"] = before
+
+
 @pytest.fixture(autouse=True)
 def _clean_plugin_env(monkeypatch):
     monkeypatch.delenv("BENCH_PLUGINS", raising=False)

@@ -114,7 +114,7 @@ def bench(*args: str):
 def run_args(results: Path, *extra: str, model: str = "fused_tiny_net") -> list[str]:
     """One torch thread: the tensors are tiny, and on a busy shared CPU two threads spin (10x slower)."""
     return ["run", "--model", model, "--seeds", str(SEEDS), "--data-dir", str(results), "--results-dir",
-            str(results), "--no-progress", "--threads", "1", *extra]
+            str(results), "--no-progress", "--threads", "1", "--device", "cpu", *extra]
 
 
 def train(results: Path, *extra: str, model: str = "fused_tiny_net", exit_code: int = 0) -> tuple[list, list[float]]:
@@ -281,7 +281,7 @@ def test_plain_and_fused_checkpoints_hold_the_same_fields(tmp_path):
     try:
         for name, seeds in (("plain", ["--seed", "0"]), ("fused", ["--seeds", "2", "--fused"])):
             result = bench("run", "--model", "fused_tiny_net", *seeds, "--data-dir", str(tmp_path), "--results-dir",
-                           str(tmp_path / name), "--no-progress", "--threads", "1")
+                           str(tmp_path / name), "--no-progress", "--threads", "1", "--device", "cpu")
             assert result.exit_code == 130, result.output
     finally:
         INTERRUPT_IN_EPOCH = None
@@ -305,10 +305,21 @@ def test_plain_and_fused_checkpoints_hold_the_same_fields(tmp_path):
 )
 def test_what_fused_cannot_do_is_one_line_before_any_data(tmp_path, args, fragment):
     result = bench("run", "--model", "mnist_gap", "--seeds", "2", "--fused", "--data-dir", str(tmp_path / "none"),
-                   "--results-dir", str(tmp_path / "r"), *args)
+                   "--results-dir", str(tmp_path / "r"), "--device", "cpu", *args)
     assert result.exit_code == 1 and "Traceback" not in result.output
     [line] = result.output.strip().splitlines()
     assert line.startswith("error: --fused") and fragment in line, line  # not "MNIST files not found"
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="--device auto picks the GPU here")
+def test_fused_on_a_cpu_that_auto_chose_is_refused_and_points_to_the_alternatives(tmp_path):
+    result = bench("run", "--model", "mnist_fast", "--seeds", "5", "--fused", "--data-dir", str(tmp_path / "none"),
+                   "--results-dir", str(tmp_path / "r"))
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    [line] = result.output.strip().splitlines()
+    assert line.startswith("error: --fused is slower than separate runs on a CPU") and "8.4x" in line, line
+    assert "bench sweep --jobs 2" in line and "--device cpu fuses anyway" in line
+    assert not (tmp_path / "r").exists() or not list((tmp_path / "r").iterdir())
 
 
 def test_a_plugin_failing_in_a_fused_run_is_named(tmp_path):

@@ -52,7 +52,7 @@ def cnnbench_epoch_batches(run, epoch, epochs, batches, progress):
 def run_args(results: Path) -> list[str]:
     return ["--plugin", "test_fused", "run", "--model", "fused_tiny_net", "--seeds", str(SEEDS), "--fused",
             "--epochs", "3", "--dropout", "0.2", "--data-dir", str(results), "--results-dir", str(results),
-            "--no-progress", "--threads", "1"]
+            "--no-progress", "--threads", "1", "--device", "cpu"]
 
 
 def bench(*args: str):

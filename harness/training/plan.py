@@ -300,11 +300,16 @@ def check_val_split(o: Overrides, dataset: DatasetSpec) -> int | None:
     return o.val_split
 
 
+def has_compiler() -> bool:
+    """A C++ compiler for ``torch.compile`` to build kernels with."""
+    return any(shutil.which(cc) for cc in (os.environ.get("CXX", "g++"), "g++", "c++", "clang++"))
+
+
 def check_compile(mode: str) -> None:
     """A known ``torch.compile`` mode, and a C++ compiler for it to build kernels with (CPU and GPU alike)."""
     if mode not in COMPILE_MODES:
         raise UsageError(f"unknown compile mode {mode!r}; valid modes: {', '.join(COMPILE_MODES)}")
-    if mode != "none" and not any(shutil.which(cc) for cc in (os.environ.get("CXX", "g++"), "g++", "c++", "clang++")):
+    if mode != "none" and not has_compiler():
         raise UsageError(f"--compile {mode} needs a C++ compiler (g++ or clang++) for torch.compile; none was found")
 
 

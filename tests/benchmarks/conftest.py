@@ -35,7 +35,7 @@ def pytest_benchmark_update_json(config: Any, benchmarks: Any, output_json: dict
     rates = {}
     for bench in output_json.get("benchmarks", []):
         info = bench.get("extra_info", {})
-        if "images" in info and bench.get("stats", {}).get("median"):
+        if "dataset" in info and "images" in info and bench.get("stats", {}).get("median"):
             rate = info["images"] / bench["stats"]["median"]
             info["img_per_s"] = round(rate)
             rates[info["dataset"], info["loader"], info["augmentation"]] = rate
@@ -45,6 +45,10 @@ def pytest_benchmark_update_json(config: Any, benchmarks: Any, output_json: dict
             + ", ".join(f"{dataset}: {loader}+{aug}" for dataset, (loader, aug) in SEEDS_PIPELINE.items()),
             "rows": summarize(rates),
         }
+    from test_fused_cpu import fused_summary  # tests/benchmarks is on sys.path
+
+    if fused := fused_summary(output_json):
+        output_json["fused_cpu"] = fused
 
 
 def pytest_terminal_summary(terminalreporter: Any, config: Any) -> None:

@@ -43,6 +43,8 @@ if TYPE_CHECKING:
 
     from cnnbench.runrecord import RunRecord
     from cnnbench.training.plan import RunPlan
+    from cnnbench.training.speed.peak import MachinePeak
+    from cnnbench.training.speed.profile import StepProfile
 
     Batch = tuple[torch.Tensor, torch.Tensor]
 
@@ -114,6 +116,13 @@ class SpeedResult:
     torch_version: str
     created: str
     harness: HarnessFigure | None = None
+    peak: MachinePeak | None = None  # the machine's limit (bench speed attaches it; --no-peak: None)
+    profile: StepProfile | None = None  # --profile: the step's operators and bytes moved
+
+    @property
+    def peak_fraction(self) -> float | None:
+        """Achieved training GFLOP/s over the matrix-product peak of this precision."""
+        return self.train_gflops_per_s / self.peak.gflops(self.precision) if self.peak else None
 
     @property
     def device_kind(self) -> str:
@@ -128,15 +137,20 @@ class SpeedResult:
     def to_json(self) -> dict[str, Any]:
         data = asdict(self)
         data["compile_s"] = self.compile_s
+        data["peak_fraction"] = self.peak_fraction
+        if self.profile:
+            data["profile"]["gb_per_s"] = self.profile.gb_per_s(self.train.step_ms)
         return data
 
 
 def measure_speed(plan: RunPlan, warmup: int = 3, windows: int = 5, steps: int = 0, seed: int = 0,
-                  window_seconds: float = WINDOW_SECONDS) -> SpeedResult:
+                  window_seconds: float = WINDOW_SECONDS, profile: bool = False) -> SpeedResult:
     """Time ``train_step`` and the evaluation forward of ``plan``'s model on synthetic batches.
 
     ``steps`` per window; 0 picks a count that makes a window about ``window_seconds`` long
-    (from one step timed after warm-up), separately for training and evaluation."""
+    (from one step timed after warm-up), separately for training and evaluation. ``profile``:
+    afterwards, the training step's operators (``torch.profiler``) and the bytes its unfused
+    operators move (on the uncompiled model)."""
     import torch  # lazy: torch
 
     from cnnbench.training.train import configure_backends, make_optimizer, prepare_model  # lazy: torch
@@ -166,6 +180,13 @@ def measure_speed(plan: RunPlan, warmup: int = 3, windows: int = 5, steps: int =
         evaluation = time_phase(lambda i: eval_once(net, batches[i % len(batches)][0], plan), device,
                                 warmup, windows, steps, batch_size, window_seconds, before=net.eval)
         peak, kind = memory.peak()
+        step_profile = None
+        if profile:
+            from cnnbench.training.speed.profile import bytes_moved, profile_operators
+
+            net.train()
+            step_profile = profile_operators(lambda: train_once(net, batches[0], optimizer, plan), device)
+            step_profile.bytes_per_step = bytes_moved(lambda: train_once(model, batches[1], optimizer, plan))
         return SpeedResult(
             model=plan.model.name, dataset=plan.dataset.name, params=sum(p.numel() for p in model.parameters()),
             batch_size=batch_size, device=str(device), precision=plan.precision, channels_last=plan.channels_last,
@@ -176,6 +197,7 @@ def measure_speed(plan: RunPlan, warmup: int = 3, windows: int = 5, steps: int =
             eval_gflops_per_s=forward_flops / batch_size * evaluation.images_per_s / 1e9,
             peak_memory_bytes=peak, peak_memory_kind=kind, machine=provenance.machine(device),
             torch_version=torch.__version__, created=datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+            profile=step_profile,
         )
     finally:
         torch.set_num_threads(threads_before)
@@ -375,7 +397,7 @@ def harness_figure(records: list[RunRecord], result: SpeedResult) -> HarnessFigu
 
 HEADERS = [
     "model", "batch", "train img/s", "(min-max)", "train ms/step", "eval img/s", "eval ms/step", "fwd MFLOP/img",
-    "train MFLOP/img", "train GFLOP/s", "peak mem", "warm-up s", "harness img/s (runs)", "harness / speed",
+    "train MFLOP/img", "train GFLOP/s", "% of peak", "peak mem", "warm-up s", "harness img/s (runs)", "harness / speed",
 ]
 
 
@@ -385,7 +407,8 @@ def table_row(r: SpeedResult) -> list[str]:
         r.model, str(r.batch_size), f"{r.train.images_per_s:,.0f}",
         f"{r.train.images_per_s_min:,.0f}-{r.train.images_per_s_max:,.0f}", f"{r.train.step_ms:.2f}",
         f"{r.eval.images_per_s:,.0f}", f"{r.eval.step_ms:.2f}", f"{r.flops_per_image_forward / 1e6:,.2f}",
-        f"{r.flops_per_image_train / 1e6:,.2f}", f"{r.train_gflops_per_s:,.1f}", memory_text(r.peak_memory_bytes),
+        f"{r.flops_per_image_train / 1e6:,.2f}", f"{r.train_gflops_per_s:,.1f}",
+        f"{100 * r.peak_fraction:.1f}%" if r.peak_fraction is not None else "-", memory_text(r.peak_memory_bytes),
         f"{r.train.warmup_s + r.eval.warmup_s:.2f}",
         f"{h.images_per_s:,.0f} ({h.runs})" if h else "-", f"{h.ratio:.2f}" if h else "-",
     ]
@@ -417,6 +440,17 @@ def settings_text(r: SpeedResult) -> str:
     return f"{r.device}, {r.precision}{layout}{compiled}"
 
 
+def peak_notes(results: list[SpeedResult]) -> list[str]:
+    """One line per distinct machine limit the table's "% of peak" column refers to."""
+    lines = []
+    for peak in sorted({r.peak for r in results if r.peak}, key=lambda p: p.key):
+        bf16 = f", bf16 {peak.bf16_gflops:,.1f} (bf16 rows are measured against it)" if peak.bf16_gflops else ""
+        lines.append(f"% of peak: train GFLOP/s over the matrix-product peak of {peak.key} "
+                     f"({peak.matrix_size}x{peak.matrix_size} fp32 {peak.fp32_gflops:,.1f} GFLOP/s{bf16}; "
+                     f"copy bandwidth {peak.copy_gb_per_s:,.1f} GB/s; measured {peak.measured}, cached)")
+    return lines
+
+
 def render(results: list[SpeedResult], tablefmt: str = "simple") -> str:
     """A table of ``results`` (tabulate's ``tablefmt``) and what its columns mean."""
     from tabulate import tabulate  # lazy: tabulate
@@ -434,6 +468,7 @@ def render(results: list[SpeedResult], tablefmt: str = "simple") -> str:
         f"median of {first.windows} windows (steps per window, train/eval: {steps})",
         "FLOPs: torch.utils.flop_counter (convolutions and matrix products), train = forward + backward; "
         f"peak mem: {'; '.join(kinds)}; warm-up s: the warm-up steps, train + eval (compilation happens there)",
+        *peak_notes(results),
         "harness img/s: median training img/s of the run records with the same model, batch size, device, "
         "precision, channels_last, compile and hardware (not shared with other jobs, not fused seeds)",
     ]
