@@ -34,6 +34,7 @@ from typing import TYPE_CHECKING, Any
 from cnnbench.registry import build_model
 from cnnbench.runrecord import device_kind
 from cnnbench.training import provenance
+from cnnbench.training.speed.profile import bytes_moved, profile_operators
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -182,8 +183,6 @@ def measure_speed(plan: RunPlan, warmup: int = 3, windows: int = 5, steps: int =
         peak, kind = memory.peak()
         step_profile = None
         if profile:
-            from cnnbench.training.speed.profile import bytes_moved, profile_operators
-
             net.train()
             step_profile = profile_operators(lambda: train_once(net, batches[0], optimizer, plan), device)
             step_profile.bytes_per_step = bytes_moved(lambda: train_once(model, batches[1], optimizer, plan))
