@@ -31,13 +31,15 @@ def conv_unit(
     padding: int = 0,
     dilation: int = 1,
     groups: int = 1,
+    stride: int = 1,
 ) -> nn.Sequential:
     """A bias-free conv followed by the layers in ``order`` after the ``c``:
     ``b`` norm, ``r`` ReLU, ``d`` dropout (e.g. ``"cbdr"`` = Conv-BN-Dropout-ReLU)."""
     layers: list[nn.Module] = []
     for step in order:
         if step == "c":
-            layers.append(nn.Conv2d(cin, cout, kernel, padding=padding, dilation=dilation, groups=groups, bias=False))
+            layers.append(nn.Conv2d(cin, cout, kernel, stride=stride, padding=padding, dilation=dilation, groups=groups,
+                                    bias=False))
         elif step == "b" and norm is not None:
             layers.append(norm(cout))
         elif step == "r":

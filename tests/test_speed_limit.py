@@ -188,6 +188,29 @@ def test_every_option_is_timed_and_compared_with_the_default():
     assert json.loads(json.dumps(rows[-2].to_json()))["processes"] == 2
 
 
+def test_rounds_go_round_every_option_and_report_the_median_round():
+    order, rates = [], iter(range(1000, 1000 + 3 * 11 * 10, 10))  # every call 10 img/s faster than the last
+
+    def measure(o: Any) -> speed_mod.SpeedResult:
+        rate = float(next(rates))
+        order.append((o.compile, o.channels_last, o.precision, o.batch_size, o.threads))
+        timing = speed_mod.PhaseTiming.from_windows([o.batch_size / rate], 1, o.batch_size, 0.5, 0.4)
+        return fake_result(train=timing, eval=timing, batch_size=o.batch_size)
+
+    from cnnbench.training.plan import Overrides
+
+    rows = options_mod.compare_options(Overrides(device="cpu"), "m", 128, measure, lambda o, n: [
+        {"train": {"images_per_s": 1.0, "warmup_s": 0.0}, "eval": {"images_per_s": 1.0, "warmup_s": 0.0},
+         "train_gflops_per_s": 0.0}] * n, "cpu", rounds=3)
+    per_round = len(options_mod.CPU_OPTIONS) - 1  # the two-process row does not call measure()
+    assert order[:per_round] == order[per_round:2 * per_round]  # round-robin: the same order every round
+    first = rows[0]
+    assert first.rounds == [1000.0, 1000.0 + 10 * per_round, 1000.0 + 20 * per_round]
+    assert first.train_images_per_s == pytest.approx(1000.0 + 10 * per_round)  # the median round
+    text = options_mod.render_options("m", rows, None)
+    assert "(rounds)" in text.splitlines()[0] and f"1,000-{1000 + 20 * per_round:,}" in text
+
+
 def test_without_a_compiler_the_compile_options_are_left_out():
     measure, _ = fake_measure({})
     from cnnbench.training.plan import Overrides

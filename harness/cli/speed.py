@@ -80,11 +80,13 @@ def model_names(registry: Registry, pattern: str) -> list[str]:
 @click.option("--options", "compare", is_flag=True,
               help="Time every fast-path option side by side (channels_last, compile modes, bf16, batch x2/x4, "
                    "threads, two processes); one table per model.")
+@click.option("--rounds", type=click.IntRange(min=1, max=50), default=1, show_default=True,
+              help="--options: go round all options N times; each option's median round is reported.")
 @click.pass_context
 def speed(ctx: click.Context, model: str, batch_size: int | None, device: str, precision: Precision,
           channels_last: bool, compile_mode: CompileMode, threads: int | None, warmup: int, windows: int, steps: int,
           as_json: bool, fmt: str, results_dir: str, peak: bool, refresh_peak: bool, profile: bool,
-          compare: bool) -> None:
+          compare: bool, rounds: int) -> None:
     """Steady-state cost of a training step and an evaluation step of MODEL on synthetic batches:
     img/s, step time, FLOPs per image, achieved GFLOP/s and its fraction of the machine's
     matrix-product peak, peak memory, warm-up time, and the harness's own training img/s for the
@@ -99,7 +101,7 @@ def speed(ctx: click.Context, model: str, batch_size: int | None, device: str, p
     want_peak = peak or refresh_peak
     if compare:
         machine_peak = measured_peak(plans[0], refresh_peak) if want_peak else None
-        compare_models(ctx, registry, plans, overrides, machine_peak, (warmup, windows, steps), as_json, fmt)
+        compare_models(ctx, registry, plans, overrides, machine_peak, (warmup, windows, steps, rounds), as_json, fmt)
         return
 
     records = load_records_quietly(results_dir)
@@ -152,11 +154,11 @@ def measured_peak(plan: RunPlan, refresh: bool) -> MachinePeak:
 
 
 def compare_models(ctx: click.Context, registry: Registry, plans: list[RunPlan], overrides: Overrides,
-                   peak: MachinePeak | None, counts: tuple[int, int, int], as_json: bool, fmt: str) -> None:
+                   peak: MachinePeak | None, counts: tuple[int, int, int, int], as_json: bool, fmt: str) -> None:
     """``--options``: each model's options side by side, one table (or JSON object) per model."""
     params = ctx.find_root().params or {}
     device_type = plans[0].device.split(":")[0]
-    warmup, windows, steps = counts
+    warmup, windows, steps, rounds = counts
     timing_args = ["--warmup", str(warmup), "--windows", str(windows), "--steps", str(steps), "--no-peak"]
 
     for plan in plans:
@@ -171,7 +173,7 @@ def compare_models(ctx: click.Context, registry: Registry, plans: list[RunPlan],
             return measured(plan, lambda: speed_in_processes(plan.model.name, o, processes, timing_args, plugins))
 
         rows = compare_options(overrides, name, plan.recipe.batch_size, measure, separate, device_type,
-                               compiler=has_compiler())
+                               compiler=has_compiler(), rounds=rounds)
         if as_json:
             click.echo(json.dumps({"model": name, "peak": dataclasses.asdict(peak) if peak else None,
                                    "options": [r.to_json() for r in rows]}))

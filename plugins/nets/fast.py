@@ -31,6 +31,23 @@ class MnistFast(SeedNet):
         )
 
 
+class MnistFastStride(SeedNet):
+    """``MnistFast`` with its first conv at stride 2 instead of a conv and a 2x2 max-pool: 28 -> 13
+    directly, so the norm and ReLU of the first layer run on a quarter of the pixels and there is
+    no pool. On a CPU that first layer was half of ``MnistFast``'s step (its norm, ReLU and pool are
+    passes over memory at 26x26). The same 7,966 parameters; 0.49 M multiply-adds per image."""
+
+    def __init__(self, norm: Norm = batch_norm, dropout: float = 0.0, widths: Sequence[int] = (10, 14, 16, 16, 14)):
+        super().__init__()
+        u = lambda cin, cout: conv_unit(cin, cout, 3, norm, dropout, order="cbdr")  # noqa: E731
+        a, b, c, d, e = widths
+        self.features = nn.Sequential(
+            conv_unit(1, a, 3, norm, dropout, order="cbdr", stride=2),  # 28 -> 13
+            u(a, b), u(b, c), u(c, d), u(d, e),  # 11, 9, 7, 5
+            nn.AdaptiveAvgPool2d(1), nn.Conv2d(e, 10, 1, bias=False),
+        )
+
+
 class CifarFastBlock(nn.Module):
     """conv 3x3 -> max-pool 2 -> norm -> ReLU -> conv 3x3 -> norm -> ReLU (the pool halves the map
     before the second conv, so it costs a quarter of the first)."""

@@ -3,6 +3,8 @@
 One process times the model's training step under each option in turn (each an ordinary
 ``measure_speed`` of a plan with that option), then the default again: the two default rows
 bracket the others, and their difference is the drift of the machine during the comparison.
+``--rounds N`` goes round all options N times and reports each option's median round, so that a
+machine whose speed drifts (a shared VM) does not favour the options measured first.
 "Two processes x 1 thread" starts two ``bench speed --threads 1`` at once and adds up their
 throughput: what two runs side by side (``bench sweep --workers 2 --threads 1``) get from the
 same cores.
@@ -20,7 +22,7 @@ import os
 import subprocess
 import sys
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any, Literal
 
 if TYPE_CHECKING:
@@ -75,6 +77,7 @@ class OptionResult:
     warmup_s: float
     result: SpeedResult | None  # None for several processes (their results are in ``parts``)
     parts: list[dict[str, Any]]
+    rounds: list[float] = field(default_factory=list)  # training img/s of every round, in order
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -82,7 +85,7 @@ class OptionResult:
             "batch_size": self.batch_size, "processes": self.option.processes,
             "train_images_per_s": self.train_images_per_s, "eval_images_per_s": self.eval_images_per_s,
             "train_gflops_per_s": self.train_gflops_per_s, "warmup_s": self.warmup_s,
-            "result": self.result.to_json() if self.result else None, "parts": self.parts,
+            "rounds": self.rounds, "result": self.result.to_json() if self.result else None, "parts": self.parts,
         }
 
 
@@ -92,28 +95,41 @@ def options_for(device_type: str) -> tuple[Option, ...]:
 
 def compare_options(base: Overrides, model: str, recipe_batch: int, measure: Callable[[Overrides], SpeedResult],
                     separate: Callable[[Overrides, int], list[dict[str, Any]]], device_type: str,
-                    compiler: bool = True) -> list[OptionResult]:
-    """Time ``model`` under every option for ``device_type``; ``measure`` times one plan in this
-    process, ``separate`` starts that many processes (``speed_in_processes``). Options needing a
-    C++ compiler are left out without one."""
-    results = []
-    for option in options_for(device_type):
-        if option.changes.get("compile", "none") != "none" and not compiler:
-            continue
-        batch = (base.batch_size or recipe_batch) * option.batch_factor
-        overrides = replace(base, **option.changes, batch_size=batch)
-        if option.processes > 1:
-            parts = separate(overrides, option.processes)
-            results.append(OptionResult(
-                option, batch, sum(p["train"]["images_per_s"] for p in parts),
-                sum(p["eval"]["images_per_s"] for p in parts), sum(p["train_gflops_per_s"] for p in parts),
-                max((p["train"]["warmup_s"] + p["eval"]["warmup_s"] for p in parts), default=0.0), None, parts,
-            ))
-            continue
-        r = measure(overrides)
-        results.append(OptionResult(option, batch, r.train.images_per_s, r.eval.images_per_s, r.train_gflops_per_s,
-                                    r.train.warmup_s + r.eval.warmup_s, r, []))
-    return results
+                    compiler: bool = True, rounds: int = 1) -> list[OptionResult]:
+    """Time ``model`` under every option for ``device_type``, ``rounds`` times round-robin (each
+    option's figures are the median round's: drift spreads over all options instead of the last
+    ones); ``measure`` times one plan in this process, ``separate`` starts that many processes
+    (``speed_in_processes``). Options needing a C++ compiler are left out without one."""
+    chosen = [o for o in options_for(device_type) if compiler or o.changes.get("compile", "none") == "none"]
+    taken: list[list[OptionResult]] = [[] for _ in chosen]
+    for _ in range(rounds):
+        for option, results in zip(chosen, taken, strict=True):
+            results.append(measure_option(option, base, recipe_batch, measure, separate))
+    return [median_round(results) for results in taken]
+
+
+def measure_option(option: Option, base: Overrides, recipe_batch: int, measure: Callable[[Overrides], SpeedResult],
+                   separate: Callable[[Overrides, int], list[dict[str, Any]]]) -> OptionResult:
+    batch = (base.batch_size or recipe_batch) * option.batch_factor
+    overrides = replace(base, **option.changes, batch_size=batch)
+    if option.processes > 1:
+        parts = separate(overrides, option.processes)
+        return OptionResult(
+            option, batch, sum(p["train"]["images_per_s"] for p in parts),
+            sum(p["eval"]["images_per_s"] for p in parts), sum(p["train_gflops_per_s"] for p in parts),
+            max((p["train"]["warmup_s"] + p["eval"]["warmup_s"] for p in parts), default=0.0), None, parts,
+        )
+    r = measure(overrides)
+    return OptionResult(option, batch, r.train.images_per_s, r.eval.images_per_s, r.train_gflops_per_s,
+                        r.train.warmup_s + r.eval.warmup_s, r, [])
+
+
+def median_round(results: list[OptionResult]) -> OptionResult:
+    """The round with the median training img/s (the lower middle one of an even count), with every
+    round's figure kept in ``rounds``; the warm-up is the first round's (compilation happens there)."""
+    ranked = sorted(results, key=lambda r: r.train_images_per_s)
+    middle = ranked[(len(ranked) - 1) // 2]
+    return replace(middle, warmup_s=results[0].warmup_s, rounds=[r.train_images_per_s for r in results])
 
 
 def speed_in_processes(model: str, overrides: Overrides, processes: int, timing_args: list[str],
@@ -153,15 +169,18 @@ def render_options(model: str, results: list[OptionResult], peak_gflops: Callabl
     from tabulate import tabulate  # lazy: tabulate
 
     base = results[0].train_images_per_s
+    several = any(len(r.rounds) > 1 for r in results)
+    headers = HEADERS[:4] + ["(rounds)"] * several + HEADERS[4:]
     rows = []
     for r in results:
         precision = r.option.changes.get("precision", "fp32")
         peak = f"{100 * r.train_gflops_per_s / p:.1f}%" if peak_gflops and (p := peak_gflops(precision)) else "-"
-        rows.append([r.option.label, r.option.effect, str(r.batch_size), f"{r.train_images_per_s:,.0f}",
+        spread = [f"{min(r.rounds):,.0f}-{max(r.rounds):,.0f}" if r.rounds else "-"] * several
+        rows.append([r.option.label, r.option.effect, str(r.batch_size), f"{r.train_images_per_s:,.0f}", *spread,
                      f"{r.train_images_per_s / base:.2f}", f"{r.eval_images_per_s:,.0f}",
                      f"{r.train_gflops_per_s:,.1f}", peak, f"{r.warmup_s:.1f}"])
-    table = tabulate(rows, headers=HEADERS, tablefmt=tablefmt, disable_numparse=True,
-                     colalign=("left", "left", *["right"] * (len(HEADERS) - 2)))
+    table = tabulate(rows, headers=headers, tablefmt=tablefmt, disable_numparse=True,
+                     colalign=("left", "left", *["right"] * (len(headers) - 2)))
     if len(results) < 2 or not results[-1].option.label.startswith("default"):
         return table + "\n"
     drift = results[-1].train_images_per_s / base - 1
