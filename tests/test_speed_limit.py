@@ -250,9 +250,20 @@ def test_speed_options_on_the_command_line(tmp_path, monkeypatch):
     assert result.exit_code == 0, result.output
     assert "compile max-autotune" in result.output and "3.00" in result.output
     assert "2 processes x 1 thread" in result.output and "1,200" in result.output
-    as_json = bench("speed", "--options", "--json", "--no-peak", "--model", "mnist_f*", "--device", "cpu")
+    as_json = bench("speed", "--options", "--json", "--no-peak", "--model", "mnist_fast_s?", "--device", "cpu")
     (line,) = as_json.output.splitlines()
-    assert json.loads(line)["model"] == "mnist_fast" and len(json.loads(line)["options"]) == 11
+    assert json.loads(line)["model"] == "mnist_fast_s2" and len(json.loads(line)["options"]) == 11
+
+
+@pytest.mark.parametrize(("args", "fragment"), [
+    (["--rounds", "3"], "--rounds goes with --options"),
+    (["--options", "--profile"], "--profile and --options are separate"),
+    (["--options", "--rounds", "0"], "--rounds"),
+])
+def test_option_combinations_that_mean_nothing_are_refused(args, fragment):
+    from test_cli import assert_one_line_error
+
+    assert_one_line_error(bench("speed", "--model", "mnist_fast", "--device", "cpu", *args), fragment)
 
 
 def test_speed_help_names_the_new_options():

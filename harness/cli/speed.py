@@ -100,9 +100,13 @@ def speed(ctx: click.Context, model: str, batch_size: int | None, device: str, p
     plans = [make_plan(registry, name, overrides) for name in names]  # every name checked before any timing
     want_peak = peak or refresh_peak
     if compare:
-        machine_peak = measured_peak(plans[0], refresh_peak) if want_peak else None
-        compare_models(ctx, registry, plans, overrides, machine_peak, (warmup, windows, steps, rounds), as_json, fmt)
+        if profile:
+            raise click.UsageError("--profile and --options are separate measurements: run them one at a time")
+        lazy_peak = functools.cache(lambda: measured_peak(plans[0], refresh_peak) if want_peak else None)
+        compare_models(ctx, registry, plans, overrides, lazy_peak, (warmup, windows, steps, rounds), as_json, fmt)
         return
+    if rounds != 1:
+        raise click.UsageError("--rounds goes with --options (it repeats the side-by-side comparison)")
 
     records = load_records_quietly(results_dir)
     results = []
@@ -154,8 +158,10 @@ def measured_peak(plan: RunPlan, refresh: bool) -> MachinePeak:
 
 
 def compare_models(ctx: click.Context, registry: Registry, plans: list[RunPlan], overrides: Overrides,
-                   peak: MachinePeak | None, counts: tuple[int, int, int, int], as_json: bool, fmt: str) -> None:
-    """``--options``: each model's options side by side, one table (or JSON object) per model."""
+                   machine: Callable[[], MachinePeak | None], counts: tuple[int, int, int, int], as_json: bool,
+                   fmt: str) -> None:
+    """``--options``: each model's options side by side, one table (or JSON object) per model; the
+    machine's peak is measured (if not cached) after the first model, so a bad model is one line."""
     params = ctx.find_root().params or {}
     device_type = plans[0].device.split(":")[0]
     warmup, windows, steps, rounds = counts
@@ -174,6 +180,7 @@ def compare_models(ctx: click.Context, registry: Registry, plans: list[RunPlan],
 
         rows = compare_options(overrides, name, plan.recipe.batch_size, measure, separate, device_type,
                                compiler=has_compiler(), rounds=rounds)
+        peak = machine()
         if as_json:
             click.echo(json.dumps({"model": name, "peak": dataclasses.asdict(peak) if peak else None,
                                    "options": [r.to_json() for r in rows]}))
