@@ -39,9 +39,20 @@ def registry():
 
 @pytest.fixture(scope="session", autouse=True)
 def _private_cache(tmp_path_factory):
-    """``bench speed`` caches the machine's peak: in a folder of this test session, not the user's ~/.cache."""
+    """``bench speed`` caches the machine's peak: in a folder of this test session, not the user's ~/.cache.
+    The cache starts with a quick small-matrix peak for the thread counts the tests use (the commands'
+    tests check the arithmetic on it; tests/test_speed_limit.py measures for real)."""
+    import torch
+
+    from cnnbench.training.speed.peak import machine_peak
+
     before = os.environ.get("BENCH_CACHE_DIR")
-    os.environ["BENCH_CACHE_DIR"] = str(tmp_path_factory.mktemp("cache"))
+    folder = tmp_path_factory.mktemp("cache")
+    os.environ["BENCH_CACHE_DIR"] = str(folder)
+    for threads in sorted({1, DEFAULT_THREADS}):
+        torch.set_num_threads(threads)
+        machine_peak(torch.device("cpu"), threads, folder=folder, size=256)
+    torch.set_num_threads(DEFAULT_THREADS)
     yield
     if before is None:
         os.environ.pop("BENCH_CACHE_DIR", None)
