@@ -20,6 +20,7 @@ from __future__ import annotations
 import json
 import os
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -27,6 +28,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from cnnbench.files import write_atomic
 from cnnbench.training import provenance
+from cnnbench.training.speed.timing import sync
 
 if TYPE_CHECKING:
     import torch
@@ -127,15 +129,11 @@ def matmul_gflops(device: torch.device, dtype: torch.dtype, size: int) -> float:
     b = torch.randn(size, size, generator=generator).to(device, dtype)
     torch.mm(a, b)  # warm-up: library initialisation, kernel choice
 
-    def window() -> float:
-        _sync(device)
-        start = time.perf_counter()
+    def products() -> None:
         for _ in range(REPEATS):
-            torch.mm(a, b)
-        _sync(device)
-        return time.perf_counter() - start
+            torch.mm(a, b)  # each product freed before the next: no more memory than one
 
-    best = min(window() for _ in range(WINDOWS))
+    best = best_seconds(device, products)
     return 2 * size**3 * REPEATS / best / 1e9
 
 
@@ -146,19 +144,17 @@ def copy_gb_per_s(device: torch.device, nbytes: int = COPY_BYTES) -> float:
     source = torch.ones(nbytes // 4, device=device)
     target = torch.empty_like(source)
     target.copy_(source)
+    return 2 * nbytes / best_seconds(device, lambda: target.copy_(source)) / 1e9
+
+
+def best_seconds(device: torch.device, work: Callable[[], object]) -> float:
+    """The fastest of ``WINDOWS`` timed calls of ``work`` (the device waited for at both ends)."""
 
     def once() -> float:
-        _sync(device)
+        sync(device)
         start = time.perf_counter()
-        target.copy_(source)
-        _sync(device)
+        work()
+        sync(device)
         return time.perf_counter() - start
 
-    return 2 * nbytes / min(once() for _ in range(WINDOWS)) / 1e9
-
-
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        import torch  # lazy: torch
-
-        torch.cuda.synchronize(device)
+    return min(once() for _ in range(WINDOWS))
